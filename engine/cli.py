@@ -1,0 +1,47 @@
+"""`iiae` command line: one subcommand per module, each with `add_arguments(parser)` and `run(args) -> int`.
+
+User errors (recipe, data, checkpoint, arguments) print one line on stderr and exit 2; nothing written
+before the error is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+# subcommand → (module, one-line help); modules are imported only when their command runs
+COMMANDS = {
+    "info": ("engine.info", "show a recipe's resolved settings, parameter counts and latent shapes"),
+    "prepare": ("engine.data.prepare", "convert a raw dataset into webdataset shards + dataset.json"),
+    "train": ("engine.train", "train a recipe (same as `python engine/train.py`)"),
+    "eval": ("engine.evaluate", "evaluate a run or Hub model with the paper's retrieval protocol"),
+    "translate": ("engine.translate", "draw translation and exclusive-swap grids"),
+    "push": ("engine.hub", "publish a run's selected model to the Hugging Face Hub"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="iiae", description="Interaction Information Auto-Encoder engine")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = argv[0] if argv else None
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UserError as err:
+        print(f"iiae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"iiae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

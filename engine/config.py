@@ -1,0 +1,216 @@
+"""Typed recipes: the schema, YAML loading with `a.b=value` overrides, and one-line errors.
+
+Every command loads recipes through `load_recipe`, so a malformed recipe fails the same way everywhere:
+`RecipeError("recipes/x.yaml: data.batch_size: Input should be greater than 0 (got 0)")`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from .errors import UserError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+LOGVAR_MAX = 9.21035  # log(1e4): variances are clipped from above at 1e4, as the official code does
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe problem, reported as one line naming the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    arch: Literal["image", "flat", "mlp"] = "image"
+    image_size: Literal[32, 64, 128, 256] = 256
+    channels: PositiveInt = 3
+    # conv trunks (image, flat): one stride-2 block per entry
+    shared_channels: list[PositiveInt] = [32, 64, 128, 256]
+    exclusive_channels: list[PositiveInt] = [32, 64, 128, 256]
+    # transposed-conv decoder: one stride-2 block per entry, then a last one to `channels`
+    decoder_channels: list[PositiveInt] = [512, 256, 128, 64]
+    z_shared: PositiveInt = 128  # image: channels of the z^s map; flat, mlp: its size
+    z_exclusive: PositiveInt = 8
+    head_hidden: PositiveInt = 256  # flat: width of the r and q heads
+    feature_dim: PositiveInt = 512  # mlp: input feature size
+    mlp_hidden: list[PositiveInt] = Field([512, 256], min_length=2, max_length=2)  # mlp: encoder widths
+    decoder_hidden: PositiveInt = 128  # mlp: decoder width
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> "ModelConfig":
+        if self.arch == "mlp":
+            return self
+        for key in ("shared_channels", "exclusive_channels", "decoder_channels"):
+            blocks = len(getattr(self, key)) + (1 if key != "exclusive_channels" else 0)
+            if self.image_size >> blocks < 1 or self.image_size % (1 << blocks):
+                raise ValueError(f"{key}: {blocks} stride-2 stages do not fit image_size {self.image_size}")
+        # the decoder must undo exactly the downsampling that produced z^s
+        if self.arch == "image" and len(self.decoder_channels) != len(self.shared_channels):
+            raise ValueError(
+                f"decoder_channels: image arch needs {len(self.shared_channels)} entries "
+                f"(one per shared_channels entry), got {len(self.decoder_channels)}"
+            )
+        return self
+
+
+class ObjectiveConfig(_Strict):
+    beta: float = Field(ge=0.0)
+    Lambda: float = Field(1.0, ge=0.0)  # the paper's lambda is Lambda / beta
+    recon: Literal["l1", "mse"] = "l1"
+    recon_weight: PositiveFloat = 1000.0
+    anneal_steps: PositiveInt = 25000
+    # multiplies (K_x + K_y); 1 is the paper. Raised only in the ablation.
+    exclusive_kl_scale: float = Field(1.0, ge=0.0)
+    logvar_max: float = LOGVAR_MAX
+
+    @property
+    def lambda_paper(self) -> float:
+        return self.Lambda / self.beta if self.beta > 0 else float("inf")
+
+
+class DataConfig(_Strict):
+    root: str
+    batch_size: PositiveInt = 8
+    num_workers: NonNegativeInt = 2
+    shuffle_buffer: NonNegativeInt = 1000
+    # batches per rank per data epoch; default: train samples // global batch
+    batches_per_epoch: Optional[PositiveInt] = None
+    valid_split: str = "valid"
+    eval_split: str = "test"
+    # cap on validation pairs used for in-training model selection (None: all)
+    valid_limit: Optional[PositiveInt] = None
+    # Sketchy: one sketch and one photo of each training class per step
+    class_matched: bool = False
+
+
+class OptimConfig(_Strict):
+    lr: PositiveFloat = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(_Strict):
+    output_dir: str
+    max_steps: PositiveInt
+    eval_every: PositiveInt = 1000
+    checkpoint_every: PositiveInt = 1000
+    sample_every: PositiveInt = 1000
+    log_every: PositiveInt = 10
+    keep_checkpoints: PositiveInt = 3
+    resume: Literal["never", "auto"] = "never"
+    # model selection: "best" = best validation shared Recall@1 (x2y + y2x) with exclusive Recall@1 at
+    # most exclusive_limit in both directions, considered from step select_after on; "last" = final weights
+    selection: Literal["best", "last"] = "best"
+    select_after: NonNegativeInt = 0
+    exclusive_limit: float = Field(0.01, ge=0.0, le=1.0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_accumulation_steps: PositiveInt = 1
+    compile: bool = False
+    max_grad_norm: Optional[PositiveFloat] = None
+    trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim"]] = ["tensorboard"]
+    # stop with a clear message when the loss stops being finite
+    check_finite: bool = True
+
+
+class Recipe(_Strict):
+    name: str
+    seed: int = 0
+    model: ModelConfig
+    objective: ObjectiveConfig
+    data: DataConfig
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-native dict (tuples become lists): what config.json and recipe.yaml hold."""
+        return self.model_dump(mode="json")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text or text.startswith("="):
+        raise RecipeError(f"override {text!r}: expected key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "override") -> dict:
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"{source}: {'.'.join(path)}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "missing":
+        return f"{source}: {key}: required key is missing"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: {key}: unknown key"
+    got = first.get("input")
+    return f"{source}: {key}: {msg} (got {got!r})" if not isinstance(got, dict) else f"{source}: {key}: {msg}"
+
+
+def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of sections (name, model, objective, data, train)")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_error(source, err)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML, apply `a.b=value` overrides, validate. Raises RecipeError (one line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise RecipeError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides or [], source=str(path))
+    return recipe_from_dict(data, source=str(path))
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+
+
+def flat_hparams(recipe: Recipe) -> dict[str, Any]:
+    """`{"model.arch": "image", ...}` with scalar values only: what trackers accept as hparams."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(node, (int, float, str, bool)):
+            out[prefix] = node
+        else:
+            out[prefix] = str(node)
+
+    walk("", recipe.to_dict())
+    return out

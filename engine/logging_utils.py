@@ -1,0 +1,75 @@
+"""Run logging beside the trackers: `metrics.jsonl` (one JSON object per event) and the curves PNG."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class MetricsLog:
+    """Append-only `<run>/metrics.jsonl`: {"step", "kind": "train"|"valid"|..., **values}."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop events logged after the checkpoint: they are about to be logged again."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _series(events: Iterable[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
+    pts = [(e["step"], e[key]) for e in events if e.get("kind") == kind and key in e and e[key] is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
+    """Loss terms (log scale) and validation Recall@1 over steps, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    events = read_metrics(metrics_path)
+    fig, (ax_loss, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "recon_x", "recon_y", "kl_x", "kl_y", "kl_s", "kl_rx", "kl_ry"):
+        steps, vals = _series(events, "train", key)
+        vals = [v if v > 0 and math.isfinite(v) else float("nan") for v in vals]
+        if steps:
+            ax_loss.plot(steps, vals, label=key, lw=1.5 if key == "loss" else 1)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("loss terms")
+    ax_loss.legend(fontsize=7, ncol=2)
+    for key, style in (("recall_at_1_x2y", "-o"), ("recall_at_1_y2x", "-s"),
+                       ("exclusive_recall_at_1_x2y", "--"), ("exclusive_recall_at_1_y2x", "--")):
+        steps, vals = _series(events, "valid", key)
+        if steps:
+            ax_rec.plot(steps, [100 * v for v in vals], style, label=key, ms=3)
+    ax_rec.set_xlabel("step")
+    ax_rec.set_ylabel("%")
+    ax_rec.set_ylim(0, 100)
+    ax_rec.set_title("validation Recall@1")
+    ax_rec.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,190 @@
+"""`IIAE`: the networks of any architecture, the sampling through the fused kernels, and the loss.
+
+One JSON-native config (the resolved recipe) builds it, so `save_pretrained` / `from_pretrained`
+(Hugging Face Hub mixin, safetensors) round-trip it with its training recipe as `config.json`.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+import kernels
+
+from ..config import Recipe, recipe_from_dict
+from ..objective import KLTerms, iiae_loss
+from .blocks import init_weights
+
+DOMAINS = ("x", "y")
+OTHER = {"x": "y", "y": "x"}
+
+
+@dataclass
+class IIAEOutput:
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    x_hat: torch.Tensor
+    y_hat: torch.Tensor
+    z_s: torch.Tensor
+    z_x: torch.Tensor
+    z_y: torch.Tensor
+
+
+def _seed(seed: Optional[int], stream: int) -> dict:
+    """Kernel keyword for latent number `stream`: a distinct 31-bit Philox seed per latent."""
+    return {} if seed is None else {"seed": (seed + stream) % (1 << 31)}
+
+
+def inference(method):
+    """Run a method in eval mode without gradients, then restore the previous mode: inference never
+    samples, never applies dropout and never updates BatchNorm statistics."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return wrapper
+
+
+def _check_domain(domain: str) -> str:
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be 'x' or 'y', got {domain!r}")
+    return domain
+
+
+class IIAE(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="iiae",
+    tags=["iiae", "cross-domain-disentanglement", "image-to-image"],
+    license="apache-2.0",
+):
+    """Interaction Information Auto-Encoder (Hwang et al., NeurIPS 2020).
+
+    `config` is a resolved recipe as a dict (see engine.config.Recipe)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        recipe = config if isinstance(config, Recipe) else recipe_from_dict(config, "config")
+        self.recipe = recipe
+        self.config = recipe.to_dict()
+        from . import ARCHITECTURES
+
+        self.arch = ARCHITECTURES[recipe.model.arch]
+        self.parts = self.arch.build(recipe.model)
+        self.apply(init_weights)
+
+    @classmethod
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs):
+        # strict by default: a missing or extra tensor is an error, never a silently random layer
+        return super()._from_pretrained(strict=strict, **kwargs)
+
+    # ---- encoders -------------------------------------------------------------------------------------
+    def _clip(self, logvar: torch.Tensor) -> torch.Tensor:
+        return logvar.clamp(max=self.recipe.objective.logvar_max)
+
+    def exclusive_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.parts.exclusive[_check_domain(domain)](v)
+        return mu, self._clip(logvar)
+
+    def shared_features(self, v: torch.Tensor, domain: str) -> torch.Tensor:
+        return self.parts.shared[_check_domain(domain)](v)
+
+    def shared_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """r^d(z^s | d)."""
+        mu, logvar = self.parts.r_head[domain](self.shared_features(v, domain))
+        return mu, self._clip(logvar)
+
+    @inference
+    def encode_shared(self, v: torch.Tensor, domain: str) -> torch.Tensor:
+        """Mean of r^d(z^s | d): the code used for cross-domain retrieval."""
+        return self.shared_posterior(v, domain)[0]
+
+    @inference
+    def encode_exclusive(self, v: torch.Tensor, domain: str) -> torch.Tensor:
+        """Mean of q(z^d | d)."""
+        return self.exclusive_posterior(v, domain)[0]
+
+    def decode(self, z_s: torch.Tensor, z_d: torch.Tensor, domain: str) -> torch.Tensor:
+        return self.parts.decoder[_check_domain(domain)](z_s, z_d)
+
+    @inference
+    def translate(
+        self,
+        v: torch.Tensor,
+        to_domain: str,
+        exclusive: Optional[torch.Tensor] = None,
+        n: int = 1,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Decode the r mean of `v` (from the other domain) into `to_domain`.
+
+        With `exclusive` ([B, z_exclusive]) returns [B, ...]: the guided translation. Without it, draws n
+        exclusive codes from N(0, I) per input and returns [n, B, ...]: diverse translations."""
+        z_s = self.encode_shared(v, OTHER[_check_domain(to_domain)])
+        if exclusive is not None:
+            return self.decode(z_s, exclusive.to(z_s), to_domain)
+        size = (n, v.shape[0], self.recipe.model.z_exclusive)
+        z_d = torch.randn(size, generator=generator, device=generator.device if generator else "cpu").to(z_s)
+        return torch.stack([self.decode(z_s, z, to_domain) for z in z_d])
+
+    # ---- training forward ------------------------------------------------------------------------------
+    def _sample(self, fn, mu: torch.Tensor, *args, seed: Optional[int], stream: int, row_offset: int):
+        """Call a kernel with the right noise: zeros in eval mode (means); with a seed, noise that depends only
+        on (seed, latent, global row): drawn in-kernel at Philox offset row_offset·row_size (Triton), or the
+        matching rows of a seeded draw (torch); without a seed, the backend's default RNG."""
+        if not self.training:
+            return fn(mu, *args, torch.zeros_like(mu))
+        if seed is None:
+            return fn(mu, *args)
+        kernel_seed = _seed(seed, stream)
+        if kernels.backend(mu) == "triton":
+            return fn(mu, *args, offset=row_offset * mu[0].numel(), **kernel_seed)
+        gen = torch.Generator(device=mu.device).manual_seed(kernel_seed["seed"])
+        shape = (row_offset + mu.shape[0], *mu.shape[1:])
+        eps = torch.randn(shape, generator=gen, device=mu.device, dtype=torch.float32)[row_offset:]
+        return fn(mu, *args, eps.to(mu.dtype))
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, step: int = 0, seed: Optional[int] = None, row_offset: int = 0
+    ) -> IIAEOutput:
+        """One pass of the objective: sample z^x, z^y, z^s (means in eval mode), decode, weigh the terms.
+
+        `step` is the number of optimizer steps taken (for the KL annealing c_t); `seed` makes the
+        reparameterisation noise a function of (seed, latent, row_offset + row) on every backend."""
+        mu_x, lv_x = self.exclusive_posterior(x, "x")
+        mu_y, lv_y = self.exclusive_posterior(y, "y")
+        h_x, h_y = self.shared_features(x, "x"), self.shared_features(y, "y")
+        mu_rx, lv_rx = self.parts.r_head["x"](h_x)
+        mu_ry, lv_ry = self.parts.r_head["y"](h_y)
+        mu_s, lv_s = self.parts.joint(h_x, h_y)
+        lv_rx, lv_ry, lv_s = self._clip(lv_rx), self._clip(lv_ry), self._clip(lv_s)
+
+        z_s, kl_s, kl_rx, kl_ry = self._sample(
+            kernels.shared_latent_terms, mu_s, lv_s, mu_rx, lv_rx, mu_ry, lv_ry, seed=seed, stream=0, row_offset=row_offset
+        )
+        z_x = self._sample(kernels.reparameterize, mu_x, lv_x, seed=seed, stream=1, row_offset=row_offset)
+        z_y = self._sample(kernels.reparameterize, mu_y, lv_y, seed=seed, stream=2, row_offset=row_offset)
+        x_hat, y_hat = self.decode(z_s, z_x, "x"), self.decode(z_s, z_y, "y")
+        kl = KLTerms(kernels.gaussian_kl(mu_x, lv_x), kernels.gaussian_kl(mu_y, lv_y), kl_s, kl_rx, kl_ry)
+        loss, terms = iiae_loss(self.recipe.objective, step, x_hat, x, y_hat, y, kl)
+        return IIAEOutput(loss, terms, x_hat, y_hat, z_s, z_x, z_y)
+
+    # ---- introspection ----------------------------------------------------------------------------------
+    def latent_shapes(self) -> tuple[list[int], list[int]]:
+        return self.arch.latent_shapes(self.recipe.model)
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {name: sum(p.numel() for p in module.parameters()) for name, module in self.parts.named_children()}
+        counts["total"] = sum(counts.values())
+        return counts

@@ -1,0 +1,94 @@
+"""One optimizer step of IIAE training: the code `engine/train.py` runs and `benchmarks/` measures."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+
+from .errors import UserError
+from .objective import TERMS
+from .selection import Selector
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss: the run stops before the optimizer applies it."""
+
+
+@dataclass
+class TrainState:
+    """Everything beyond model/optimizer/RNG that a resumed run needs (checkpointed by accelerate)."""
+
+    seed: int
+    selector: Selector
+    step: int = 0  # optimizer steps taken
+    data_epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches consumed in data_epoch
+    train_seconds: float = 0.0  # wall time inside training steps (no eval, sampling or checkpoints)
+    rng: torch.Generator = field(default=None)  # per-step seeds for the reparameterisation noise
+
+    def __post_init__(self):
+        if self.rng is None:
+            # the same on every rank: noise is a function of (step seed, global row), see `train_step`
+            self.rng = torch.Generator().manual_seed(self.seed)
+
+    def next_seed(self) -> int:
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=self.rng))
+
+    def state_dict(self) -> dict:
+        keys = ("step", "data_epoch", "batch_in_epoch", "train_seconds")
+        return {**{k: getattr(self, k) for k in keys}, "rng": self.rng.get_state(), "selector": self.selector.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("step", "data_epoch", "batch_in_epoch", "train_seconds"):
+            setattr(self, key, state[key])
+        self.rng.set_state(state["rng"])
+        self.selector.load_state_dict(state["selector"])
+
+
+def _check_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:  # every rank stops together, or the healthy ones would hang
+        finite = accelerator.gather(finite).min()
+    if finite.item() == 1:
+        return
+    bad = [name for name in TERMS if not torch.isfinite(terms[name])]
+    raise TrainingDiverged(
+        f"loss is not finite at step {step} (offending term: {', '.join(bad) or 'total'}); "
+        "weights were not updated and the last checkpoint is intact"
+    )
+
+
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[dict],
+    *,
+    step: int,
+    seed: int,
+    check_finite: bool = True,
+    max_grad_norm: Optional[float] = None,
+) -> dict[str, torch.Tensor]:
+    """Forward, backward and one optimizer update over `gradient_accumulation_steps` micro-batches.
+
+    The noise of global row i (micro-batch m, rank r, B rows each: i = (m·world + r)·B + local row) is a
+    function of (seed, i) only, so 1 rank × batch 8, 2 ranks × 4 and 2 accumulation steps × 4 draw the
+    same noise for the same rows. Returns the loss terms averaged over micro-batches (tensors, no sync)."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    totals: dict[str, torch.Tensor] = {}
+    for m, batch in enumerate(micro_batches):
+        x, y = batch["x"].to(accelerator.device, non_blocking=True), batch["y"].to(accelerator.device, non_blocking=True)
+        with accelerator.accumulate(model):
+            out = model(x, y, step=step, seed=seed, row_offset=(m * world + rank) * x.shape[0])
+            if check_finite:
+                _check_finite(accelerator, out.loss, out.terms, step)
+            accelerator.backward(out.loss)
+            if max_grad_norm is not None and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for name, value in {"loss": out.loss, **out.terms}.items():
+            totals[name] = totals.get(name, 0) + value.detach() / len(micro_batches)
+    return totals

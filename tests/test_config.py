@@ -1,0 +1,109 @@
+"""Recipes: every shipped recipe loads; overrides; malformed recipes give one line naming file and key, exit 2."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import RecipeError, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+PAPER = {  # DESIGN §2 table: beta, Lambda, recon, w, anneal_steps, batch
+    "mnist_cdcb": (0.2, 1, "l1", 1000, 25000, 8),
+    "facades": (0.001, 1, "l1", 1000, 25000, 8),
+    "maps": (0.02, 1, "l1", 20000, 25000, 8),
+    "cars": (0.02, 1, "l1", 1000, 100, 8),
+    "sketchy": (0.5, 1, "mse", 10, 2000, 100),
+}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_loads(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_constants(name):
+    r = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    o = r.objective
+    assert (o.beta, o.Lambda, o.recon, o.recon_weight, o.anneal_steps, r.data.batch_size) == PAPER[name]
+    assert (r.optim.lr, r.optim.betas, r.optim.eps, r.optim.weight_decay) == (2e-4, (0.5, 0.999), 1e-8, 0.0)
+
+
+def test_cpu_recipe_keeps_paper_objective():
+    cpu, paper = load_recipe(ROOT / "recipes/mnist_cdcb_cpu.yaml"), load_recipe(ROOT / "recipes/mnist_cdcb.yaml")
+    for key in ("beta", "Lambda", "recon", "recon_weight", "exclusive_kl_scale", "logvar_max"):
+        assert getattr(cpu.objective, key) == getattr(paper.objective, key)
+    assert cpu.model.image_size == 32
+
+
+def test_overrides_nested_and_typed():
+    r = load_recipe(ROOT / "recipes/debug.yaml", ["train.max_steps=3", "optim.betas=[0.9, 0.99]", "data.root=/tmp/x"])
+    assert r.train.max_steps == 3 and r.optim.betas == (0.9, 0.99) and r.data.root == "/tmp/x"
+
+
+BAD = [
+    ("unknown key", "train.max_stepz=3", "train.max_stepz: unknown key"),
+    ("negative lr", "optim.lr=-1", "optim.lr"),
+    ("zero batch", "data.batch_size=0", "data.batch_size"),
+    ("wrong type", "train.max_steps=many", "train.max_steps"),
+    ("bad arch", "model.arch=resnet", "model.arch"),
+    ("bad size", "model.image_size=48", "model.image_size"),
+    ("decoder mismatch", "model.decoder_channels=[8]", "decoder_channels"),
+    ("malformed override", "train.max_steps", "expected key.sub=value"),
+]
+
+
+@pytest.mark.parametrize("case,override,needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_recipe_one_line(case, override, needle):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(ROOT / "recipes/debug.yaml", [override])
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_yaml_syntax_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml.*YAML syntax error"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("name: x\nmodel: {arch: image}\nobjective: {beta: 1}\ndata: {root: d}\n")
+    with pytest.raises(RecipeError, match="missing.yaml: train: required key is missing"):
+        load_recipe(missing)
+
+
+def _iiae(*args):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_info_json_reports_paper_parameter_count():
+    out = _iiae("info", "recipes/mnist_cdcb.yaml", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["parameters"] == 16_801_830
+    assert info["z_shared"] == [128, 8, 8] and info["z_exclusive"] == [8]
+    assert info["lambda_paper"] == pytest.approx(5.0)
+
+
+def test_info_table_and_override():
+    out = _iiae("info", "recipes/debug.yaml", "model.z_shared=8")
+    assert out.returncode == 0, out.stderr
+    assert "total" in out.stdout and "[8, 4, 4]" in out.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["info", "recipes/debug.yaml", "data.batch_size=0"], "recipes/debug.yaml: data.batch_size"),
+    (["info", "recipes/nope.yaml"], "recipes/nope.yaml: recipe file not found"),
+    (["info", "recipes/debug.yaml", "model.depth=3"], "model.depth: unknown key"),
+])
+def test_info_errors_are_one_line_exit_2(args, needle):
+    out = _iiae(*args)
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr

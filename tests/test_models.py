@@ -1,0 +1,101 @@
+"""Architectures: the paper's parameter counts, shapes at every size, init, and the public model API."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import load_recipe
+from engine.models import IIAE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _model(recipe: str, *overrides) -> IIAE:
+    return IIAE(load_recipe(ROOT / "recipes" / recipe, list(overrides)).to_dict())
+
+
+@pytest.mark.parametrize("recipe,count", [
+    ("mnist_cdcb.yaml", 16_801_830), ("facades.yaml", 16_801_830), ("maps.yaml", 16_801_830),
+    ("cars.yaml", 46_952_230), ("sketchy.yaml", 2_470_784),
+])
+def test_paper_parameter_counts(recipe, count):
+    assert _model(recipe).parameter_counts()["total"] == count
+
+
+@pytest.mark.parametrize("size,shared,dec", [(32, [16, 32], [32, 16]), (64, [16, 32, 64], [64, 32, 16]),
+                                              (128, [8, 16, 32, 64], [64, 32, 16, 8])])
+def test_image_model_scales(size, shared, dec):
+    m = _model("debug.yaml", f"model.image_size={size}", f"model.shared_channels={shared}",
+               f"model.exclusive_channels={shared}", f"model.decoder_channels={dec}").eval()
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    side = size >> (len(shared) + 1)
+    assert m.encode_shared(x, "x").shape == (2, 4, side, side)
+    assert m.encode_exclusive(x, "y").shape == (2, 4)
+    out = m(x, x)
+    assert out.x_hat.shape == x.shape and out.y_hat.shape == x.shape
+    assert out.x_hat.abs().max() <= 1  # tanh output
+
+
+def test_flat_and_mlp_shapes():
+    flat = _model("cars.yaml", "model.image_size=64", "model.shared_channels=[8, 8, 8]",
+                  "model.exclusive_channels=[8, 8]", "model.decoder_channels=[16, 8]").eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert flat.encode_shared(x, "x").shape == (2, 128)
+    assert flat(x, x).x_hat.shape == x.shape
+    mlp = _model("sketchy.yaml").eval()
+    f = torch.randn(4, 512)
+    assert mlp.encode_shared(f, "y").shape == (4, 64)
+    assert mlp(f, f).y_hat.shape == (4, 512)
+
+
+def test_paper_init():
+    m = _model("mnist_cdcb.yaml")
+    conv = m.parts.shared["x"][0]
+    assert conv.weight.std().item() == pytest.approx(0.02, rel=0.05) and conv.bias.abs().max() == 0
+    bn = m.parts.shared["x"][1]
+    assert bn.weight.mean().item() == pytest.approx(1.0, abs=0.01) and bn.eps == 1e-5 and bn.momentum == 0.1
+    lin = m.parts.exclusive["x"].head.net[0]
+    bound = (6 / (lin.in_features + lin.out_features)) ** 0.5
+    assert lin.weight.abs().max() <= bound and lin.weight.abs().max() > 0.9 * bound
+
+
+def test_translate_api_and_domains():
+    m = _model("debug.yaml").eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    diverse = m.translate(x, "y", n=2, generator=g)
+    assert diverse.shape == (2, 3, 3, 32, 32)
+    guided = m.translate(x, "y", exclusive=torch.zeros(3, 4))
+    assert guided.shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="domain"):
+        m.encode_shared(x, "z")
+
+
+def test_decoder_bn_untouched_by_translation():
+    # auxiliary decoder passes must never update BN statistics (a bug of the official code)
+    m = _model("debug.yaml")
+    before = {k: v.clone() for k, v in m.state_dict().items() if "running" in k}
+    m.translate(torch.rand(2, 3, 32, 32), "x", n=1)
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert m.training  # translate does not change the mode
+
+
+def test_eval_mode_is_deterministic_and_uses_means():
+    m = _model("debug.yaml").eval()
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    a, b = m(x, y, seed=1), m(x, y, seed=2)
+    assert torch.equal(a.z_s, b.z_s) and torch.equal(a.loss, b.loss)
+    assert torch.equal(a.z_x, m.encode_exclusive(x, "x"))
+
+
+def test_seeded_sampling_is_reproducible():
+    m = _model("debug.yaml")
+    x, y = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    torch.manual_seed(0)
+    a = m(x, y, seed=7)
+    torch.manual_seed(0)
+    b = m(x, y, seed=7)
+    torch.manual_seed(0)
+    c = m(x, y, seed=8)
+    assert torch.equal(a.z_s, b.z_s) and not torch.equal(a.z_s, c.z_s)
