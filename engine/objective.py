@@ -24,8 +24,9 @@ def annealing(step: int, anneal_steps: int) -> float:
 
 
 def reconstruction(pred: torch.Tensor, target: torch.Tensor, kind: str, weight: float) -> torch.Tensor:
-    """w · mean|pred − target| (L1) or w · mean (pred − target)² (MSE), over all elements, in fp32."""
-    err = pred.float() - target.float()
+    """w · mean|pred − target| (L1) or w · mean (pred − target)² (MSE), over all elements, in fp32 or wider."""
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    err = pred.to(dtype) - target.to(dtype)
     return weight * (err.abs().mean() if kind == "l1" else err.square().mean())
 
 

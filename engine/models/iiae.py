@@ -102,7 +102,7 @@ class IIAE(
 
     def shared_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
         """r^d(z^s | d)."""
-        mu, logvar = self.parts.r_head[domain](self.shared_features(v, domain))
+        mu, logvar = self.parts.r_head[_check_domain(domain)](self.shared_features(v, domain))
         return mu, self._clip(logvar)
 
     @inference
