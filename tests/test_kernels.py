@@ -170,7 +170,10 @@ def test_gradcheck_fp64(triton_path, case):
     shape = (2, 3) if n == 6 else (3, 2, 2)  # fewer perturbations for the six-input op (~20-70 ms per call)
     inputs = make(shape, torch.float64, n=n)
     eps = torch.randn(shape, dtype=torch.float64, device=DEVICE)
-    assert torch.autograd.gradcheck(lambda *t: fn(*t, eps), inputs, eps=1e-6, atol=1e-7)
+    # Philox cases: in-kernel randn is slow in the interpreter, and test_eps_regenerated_in_backward already
+    # ties their backward to the explicit-eps one, so a random-projection check suffices.
+    fast = case.endswith("philox")
+    assert torch.autograd.gradcheck(lambda *t: fn(*t, eps), inputs, eps=1e-6, atol=1e-7, fast_mode=fast)
 
 
 # ---- golden values (disentanglement_lib), both backends ---------------------------------------------------
