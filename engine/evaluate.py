@@ -1,0 +1,234 @@
+"""`iiae eval RUN_DIR_OR_HUB_ID --data DIR`: the paper's retrieval protocols on a trained model.
+
+Paired datasets: Recall@1 X->Y and Y->X over the whole split, squared Euclidean on the flattened r^x / r^y means,
+plus the same on the exclusive q(z^x|x) / q(z^y|y) means (an ablation: ~1/N when the codes are disentangled).
+Sketchy (feature datasets): cosine, every test sketch against every test photo, mAP@all and P@100.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .retrieval import mean_average_precision, precision_at_k, recall_at_1
+
+WEIGHT_FILES = ("config.json", "model.safetensors")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+# ---- model loading ------------------------------------------------------------------------------------------
+def _is_model_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in WEIGHT_FILES)
+
+
+def resolve_run(run_or_id: str | Path) -> tuple[Optional[Path], Optional[Path]]:
+    """(folder holding config.json + model.safetensors, folder that receives metrics.json) for a local path:
+    a run dir gives (run/best, run), a model folder gives (folder, folder). (None, None): not a local path."""
+    path = Path(run_or_id)
+    if not path.exists():
+        return None, None
+    if _is_model_dir(path):
+        return path, path
+    if _is_model_dir(path / "best"):
+        return path / "best", path
+    missing = [n for n in WEIGHT_FILES if not (path / "best" / n).is_file()]
+    raise UserError(
+        f"{path}: not a run (no {path / 'best'} with {', '.join(missing)}) nor a model folder "
+        f"(config.json + model.safetensors); has training selected a model yet?"
+    )
+
+
+def load_model(run_or_id: str | Path, device: Optional[str | torch.device] = None):
+    """The selected model of a run dir (`<run>/best`), a model folder, or a Hub repo id; strict, in eval mode."""
+    from .models import IIAE
+
+    weights, _ = resolve_run(run_or_id)
+    source = str(weights) if weights is not None else str(run_or_id)
+    if weights is None and not _HUB_ID.match(source):
+        raise UserError(f"{source}: no such run dir or model folder, and not a Hub repo id (user/name)")
+    try:
+        # the Hub mixin prints "Loading weights from local directory": keep stdout clean for --json
+        with redirect_stdout(io.StringIO()):
+            model = IIAE.from_pretrained(source)
+    except UserError:
+        raise
+    except Exception as err:  # a Hub lookup failure or a strict-loading error: one line naming the source
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = "local model" if weights is not None else "no local run of that name; Hub model"
+        raise UserError(f"{source}: cannot load {where}: {first}") from None
+    return model.to(device) if device is not None else model
+
+
+# ---- embedding ----------------------------------------------------------------------------------------------
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode (BN running statistics, no dropout) for the block; the previous mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _device(model: torch.nn.Module, device) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+@torch.no_grad()
+def _embed_many(model, batches: Iterable[dict], specs: list[tuple[str, str]], device=None, progress=True, total=None):
+    """One pass over `batches` computing every (domain, which) embedding of `specs`; also returns the labels."""
+    device = _device(model, device)
+    outs: list[list[torch.Tensor]] = [[] for _ in specs]
+    labels: list[torch.Tensor] = []
+    encoders = {"shared": model.encode_shared, "exclusive": model.encode_exclusive}
+    unknown = {w for _, w in specs} - encoders.keys()
+    if unknown:
+        raise ValueError(f"which must be 'shared' or 'exclusive', got {unknown.pop()!r}")
+    with eval_mode(model), tqdm(total=total, unit="sample", desc="embedding", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            for out, (domain, which) in zip(outs, specs):
+                # paired batches hold both domains; per-domain (Sketchy) batches hold one, as "v"
+                v = batch[domain] if domain in batch else batch["v"]
+                out.append(encoders[which](v.to(device), domain).flatten(1).float())
+            labels.append(batch["cls"])
+            bar.update(len(batch["cls"]))
+    if not labels:
+        raise UserError("the evaluation split is empty")
+    return [torch.cat(o) for o in outs], torch.cat(labels)
+
+
+def embed(model, batches: Iterable[dict], domain: str, which: str = "shared", device=None, progress: bool = True) -> torch.Tensor:
+    """Flattened posterior means [N, D] of every batch in order: r^d (which="shared") or q(z^d|d) ("exclusive").
+
+    The model runs in eval mode without gradients (its mode is restored); inputs go to `device` (default: the
+    model's), and so do the embeddings."""
+    (out,), _ = _embed_many(model, batches, [(domain, which)], device, progress)
+    return out
+
+
+# ---- protocols ----------------------------------------------------------------------------------------------
+def _count(info, split: str, limit: Optional[int], domain: Optional[str] = None) -> int:
+    """Samples the pass will see; also fails early, naming the split, when it does not exist."""
+    count = info.split(split, domain).count
+    return count if limit is None else min(count, limit)
+
+
+def _image_size(model) -> Optional[int]:
+    return model.recipe.model.image_size if model.recipe.model.arch != "mlp" else None
+
+
+def _check_compatible(model, info) -> None:
+    wants = "feature" if model.recipe.model.arch == "mlp" else "image"
+    if info.kind != wants:
+        raise UserError(f"dataset {info.name} holds {info.kind}s but the model (arch {model.recipe.model.arch}) reads {wants}s")
+
+
+def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
+                   progress: bool = True) -> dict:
+    """Recall@1 both ways on shared (r) and exclusive (q) means over the first `limit` pairs of `split`
+    (default all): keys recall_at_1_x2y, recall_at_1_y2x, exclusive_recall_at_1_x2y/_y2x (fractions), n."""
+    from .data import iter_eval_batches
+
+    _check_compatible(model, info)
+    if info.layout != "paired":
+        raise UserError(f"dataset {info.name} is per-domain ({info.layout}): use sketchy_metrics, not Recall@1 on pairs")
+    total = _count(info, split, limit)
+    batches = iter_eval_batches(info, split, batch_size, image_size=_image_size(model), limit=limit)
+    specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
+    (sx, sy, ex, ey), labels = _embed_many(model, batches, specs, device, progress, total)
+    return {
+        "recall_at_1_x2y": recall_at_1(sx, sy),
+        "recall_at_1_y2x": recall_at_1(sy, sx),
+        "exclusive_recall_at_1_x2y": recall_at_1(ex, ey),
+        "exclusive_recall_at_1_y2x": recall_at_1(ey, ex),
+        "n": len(labels),
+    }
+
+
+def sketchy_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
+                    progress: bool = True) -> dict:
+    """Zero-shot SBIR: every sketch (x) of `split` against every photo (y), cosine on the shared r means;
+    relevant = same class. Keys map_all, precision_at_100, n_sketches, n_photos."""
+    from .data import iter_eval_batches
+
+    _check_compatible(model, info)
+    codes, labels = {}, {}
+    for domain in ("x", "y"):
+        total = _count(info, split, limit, domain)
+        batches = iter_eval_batches(info, split, batch_size, domain=domain, limit=limit)
+        (codes[domain],), labels[domain] = _embed_many(model, batches, [(domain, "shared")], device, progress, total)
+    q, g, sketch_cls, photo_cls = codes["x"], codes["y"], labels["x"], labels["y"]
+    return {
+        "map_all": mean_average_precision(q, g, sketch_cls, photo_cls),
+        "precision_at_100": precision_at_k(q, g, sketch_cls, photo_cls, k=min(100, len(g))),
+        "n_sketches": len(q),
+        "n_photos": len(g),
+    }
+
+
+def evaluate(model, info, split: str, **kwargs) -> dict:
+    """The dataset's protocol: Sketchy's for per-domain datasets, paired Recall@1 otherwise."""
+    return (sketchy_metrics if info.layout == "per-domain" else paired_metrics)(model, info, split, **kwargs)
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR_OR_HUB_ID", help="run dir (uses <run>/best), model folder, or Hub repo id")
+    p.add_argument("--data", help="prepared dataset folder (default: the recipe's data.root)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--fidelity", action="store_true", help="also score translations with per-domain classifiers")
+    p.add_argument("--fidelity-steps", type=int, default=300, help="training steps of each fidelity classifier")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+
+
+def default_device(device: Optional[str]) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def print_table(record: dict) -> None:
+    print(f"{record['model']}  on  {record['dataset']}/{record['split']}")
+    for key, value in record.items():
+        if isinstance(value, float):
+            print(f"  {key:<34} {value:8.4f}")
+        elif isinstance(value, int):
+            print(f"  {key:<34} {value:8d}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .data import load_dataset_info
+
+    device = default_device(args.device)
+    _, run_dir = resolve_run(args.run)
+    model = load_model(args.run, device)
+    info = load_dataset_info(args.data or model.recipe.data.root)
+    metrics = evaluate(model, info, args.split, batch_size=args.batch_size, limit=args.limit, device=device,
+                       progress=not args.json)
+    if args.fidelity:
+        from .fidelity import fidelity_metrics
+
+        cache = run_dir / "fidelity" if run_dir is not None else None
+        metrics.update(fidelity_metrics(model, info, args.split, cache_dir=cache, steps=args.fidelity_steps,
+                                        batch_size=args.batch_size, limit=args.limit, device=device,
+                                        progress=not args.json))
+    record = {"model": str(args.run), "dataset": info.name, "split": args.split, **metrics}
+    if run_dir is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print_table(record)
+        if run_dir is not None:
+            print(f"wrote {run_dir / 'metrics.json'}")
+    return 0

@@ -1,0 +1,84 @@
+"""Retrieval metrics of the paper: Recall@1 (squared Euclidean) for paired data, mAP@all and P@K (cosine) for Sketchy.
+
+Every function walks the queries in chunks, so only a [chunk, N_gallery] block of distances exists at a time:
+10,000 x 8,192-d queries against as many gallery items need ~40 MB beyond the embeddings themselves.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CHUNK = 1024
+
+
+def _check(query: torch.Tensor, gallery: torch.Tensor) -> None:
+    if query.dim() != 2 or gallery.dim() != 2 or query.shape[1] != gallery.shape[1]:
+        raise ValueError(f"expected [N, D] query and [M, D] gallery, got {tuple(query.shape)} and {tuple(gallery.shape)}")
+    if gallery.shape[0] == 0:
+        raise ValueError("empty gallery")
+
+
+@torch.no_grad()
+def nearest(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Index of the nearest gallery row (squared Euclidean) for every query row; ties go to the lowest index.
+
+    Returns LongTensor[N] on the query's device."""
+    _check(query, gallery)
+    query, gallery = query.float(), gallery.float()
+    # |q - g|^2 = |q|^2 - 2 q.g + |g|^2; |q|^2 is constant per row, so the argmin needs only |g|^2 - 2 q.g
+    g_sq = gallery.pow(2).sum(1)
+    out = torch.empty(query.shape[0], dtype=torch.long, device=query.device)
+    for start in range(0, query.shape[0], chunk):
+        q = query[start : start + chunk]
+        d = torch.addmm(g_sq, q, gallery.T, beta=1.0, alpha=-2.0)
+        out[start : start + chunk] = d.argmin(1)  # argmin returns the first minimum: the lowest index wins ties
+    return out
+
+
+def recall_at_1(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> float:
+    """Fraction of queries whose nearest gallery row is their partner (query i's partner is gallery i)."""
+    if query.shape[0] != gallery.shape[0]:
+        raise ValueError(f"paired retrieval needs as many queries as gallery rows: {query.shape[0]} vs {gallery.shape[0]}")
+    hits = nearest(query, gallery, chunk) == torch.arange(query.shape[0], device=query.device)
+    return hits.float().mean().item()
+
+
+@torch.no_grad()
+def _ranked_relevance(q, g, q_labels, g_labels, chunk):
+    """Yields, per chunk of queries, a bool [c, M]: is the gallery item at each cosine rank relevant (same label)."""
+    _check(q, g)
+    q, g = F.normalize(q.float(), dim=1), F.normalize(g.float(), dim=1)
+    g_labels = g_labels.to(g.device)
+    for start in range(0, q.shape[0], chunk):
+        sim = q[start : start + chunk] @ g.T
+        # stable sort: equal similarities keep gallery order, so ties rank the lowest index first
+        order = sim.sort(dim=1, descending=True, stable=True).indices
+        yield g_labels[order] == q_labels[start : start + chunk].to(g.device)[:, None]
+
+
+def mean_average_precision(
+    q: torch.Tensor, g: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor, chunk: int = 256
+) -> float:
+    """mAP@all with cosine similarity: per query, the mean of precision@rank over the ranks of its relevant
+    gallery items (same label), averaged over queries. A query with no relevant item scores 0."""
+    total = 0.0
+    for rel in _ranked_relevance(q, g, q_labels, g_labels, chunk):
+        rel = rel.float()
+        ranks = torch.arange(1, rel.shape[1] + 1, device=rel.device)
+        precision = rel.cumsum(1) / ranks
+        n_rel = rel.sum(1)
+        ap = (precision * rel).sum(1) / n_rel.clamp(min=1)
+        total += ap.sum().item()
+    return total / q.shape[0]
+
+
+def precision_at_k(
+    q: torch.Tensor, g: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor, k: int = 100, chunk: int = 256
+) -> float:
+    """Mean fraction of relevant items (same label) among each query's k most cosine-similar gallery items."""
+    if k > g.shape[0]:
+        raise ValueError(f"k={k} exceeds the gallery size {g.shape[0]}")
+    total = 0.0
+    for rel in _ranked_relevance(q, g, q_labels, g_labels, chunk):
+        total += rel[:, :k].float().mean(1).sum().item()
+    return total / q.shape[0]

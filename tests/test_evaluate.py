@@ -1,0 +1,209 @@
+"""Evaluation protocols on datasets written here (real shards, real loader) with known answers, embedding,
+model loading, and the `iiae eval` / `iiae translate` / `iiae push` command lines on a debug run."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine import cli
+from engine.config import load_recipe, save_recipe
+from engine.data import load_dataset_info, write_dataset
+from engine.data.samples import encode_sample
+from engine.errors import UserError
+from engine.evaluate import embed, evaluate, load_model, paired_metrics, sketchy_metrics
+from engine.models import IIAE
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+META = dict(source="test", command="iiae prepare test", provenance={}, seed=0)
+
+
+def _paired_dataset(root: Path, n: int, *, shuffle_y=False, size=32, cls=True) -> Path:
+    """n pairs of random images; y = x (or x in a shuffled order), so identity codes retrieve exactly."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = x[rng.permutation(n)] if shuffle_y else x
+    samples = [encode_sample(f"{i:06d}", x=x[i], y=y[i], cls=i % 10 if cls else None) for i in range(n)]
+    write_dataset(root, {"test": (samples, n), "train": (samples, n)}, shard_size=7, name="synthetic", kind="image",
+                  image_size=size, domains={"x": "a", "y": "b"}, **META)
+    return root
+
+
+def _sketchy_dataset(root: Path, per_class=(3, 5), classes=4, noise=0.0) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    protos = rng.normal(size=(classes, 512)).astype(np.float32)
+    splits = {}
+    for field, domain, count in zip("xy", ("sketch", "photo"), per_class):
+        samples = [encode_sample(f"{c * count + i:06d}", cls=c, **{field: protos[c] + noise * rng.normal(size=512)})
+                   for c in range(classes) for i in range(count)]
+        splits[f"test-{domain}"] = (samples, len(samples))
+    write_dataset(root, splits, shard_size=5, name="sketchy", kind="feature", layout="per-domain", feature_dim=512,
+                  domains={"x": "sketch", "y": "photo"}, **META)
+    return root
+
+
+class IdentityCodes(nn.Module):
+    """A model double for protocol tests: the shared code is the input itself, the exclusive code a constant."""
+
+    def __init__(self, arch="image", image_size=32):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.recipe = SimpleNamespace(model=SimpleNamespace(arch=arch, image_size=image_size))
+        self.calls = []
+
+    def encode_shared(self, v, domain):
+        self.calls.append(self.training)
+        return v
+
+    def encode_exclusive(self, v, domain):
+        return torch.zeros(v.shape[0], 3)
+
+
+def test_paired_metrics_known_answers(tmp_path):
+    info = load_dataset_info(_paired_dataset(tmp_path / "same", 40))
+    model = IdentityCodes().train()
+    m = paired_metrics(model, info, "test", batch_size=16, progress=False)
+    assert m["n"] == 40
+    assert m["recall_at_1_x2y"] == 1.0 and m["recall_at_1_y2x"] == 1.0
+    # constant exclusive codes: every distance ties, the lowest index wins, so only pair 0 is a hit
+    assert m["exclusive_recall_at_1_x2y"] == pytest.approx(1 / 40)
+    assert m["exclusive_recall_at_1_y2x"] == pytest.approx(1 / 40)
+    assert model.training and not any(model.calls)  # encoded in eval mode, the caller's mode restored
+    assert paired_metrics(model, info, "test", limit=9, progress=False)["n"] == 9
+
+    shuffled = load_dataset_info(_paired_dataset(tmp_path / "shuffled", 40, shuffle_y=True))
+    m = paired_metrics(IdentityCodes(), shuffled, "test", progress=False)
+    assert m["recall_at_1_x2y"] <= 3 / 40  # only fixed points of the permutation
+
+
+def test_sketchy_metrics_known_answers(tmp_path):
+    info = load_dataset_info(_sketchy_dataset(tmp_path / "sk"))
+    m = sketchy_metrics(IdentityCodes(arch="mlp"), info, "test", batch_size=4, progress=False)
+    # identical features within a class: every photo of the sketch's class ranks first
+    assert m == {"map_all": 1.0, "precision_at_100": pytest.approx(5 / 20), "n_sketches": 12, "n_photos": 20}
+    assert evaluate(IdentityCodes(arch="mlp"), info, "test", progress=False)["map_all"] == 1.0
+    with pytest.raises(UserError, match="per-domain"):
+        paired_metrics(IdentityCodes(arch="mlp"), info, "test")
+
+
+def test_model_and_dataset_kinds_must_match(tmp_path):
+    info = load_dataset_info(_sketchy_dataset(tmp_path / "sk"))
+    with pytest.raises(UserError, match="holds features"):
+        evaluate(IdentityCodes(arch="image"), info, "test")
+
+
+def _model(seed=0) -> IIAE:
+    torch.manual_seed(seed)
+    return IIAE(load_recipe(RECIPES / "debug.yaml").to_dict())
+
+
+def test_embed_flattens_means_in_eval_mode():
+    model = _model().train()
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"x": torch.rand(5, 3, 32, 32, generator=gen) * 2 - 1, "y": torch.rand(5, 3, 32, 32, generator=gen),
+                "cls": torch.zeros(5, dtype=torch.long)} for _ in range(3)]
+    codes = embed(model, batches, "x", progress=False)
+    assert codes.shape == (15, 4 * 4 * 4) and model.training
+    model.eval()
+    expect = torch.cat([model.encode_shared(b["x"], "x").flatten(1) for b in batches])
+    assert torch.equal(codes, expect)
+    excl = embed(model, batches, "y", "exclusive", progress=False)
+    assert torch.equal(excl, torch.cat([model.encode_exclusive(b["y"], "y") for b in batches]))
+    per_domain = [{"v": b["x"], "cls": b["cls"]} for b in batches]
+    assert torch.equal(embed(model, per_domain, "x", progress=False), expect)
+    with pytest.raises(ValueError, match="which"):
+        embed(model, batches, "x", "both")
+
+
+def _run(tmp_path: Path, data: Path) -> Path:
+    recipe = load_recipe(RECIPES / "debug.yaml", [f"data.root={data}", f"train.output_dir={tmp_path / 'run'}"])
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    IIAE(recipe.to_dict()).save_pretrained(run / "best")
+    save_recipe(recipe, run / "recipe.yaml")
+    return run
+
+
+def test_load_model_sources_and_errors(tmp_path, capsys):
+    run = _run(tmp_path, tmp_path / "data")
+    assert isinstance(load_model(run), IIAE)
+    assert not load_model(run / "best").training
+    with pytest.raises(UserError, match="no such run dir"):
+        load_model(tmp_path / "missing" / "deeper")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a run"):
+        load_model(tmp_path / "empty")
+    # not a local path but shaped like a repo id: the Hub (offline in tests) is asked, the failure is one line
+    with pytest.raises(UserError, match="nobody/nothing: cannot load") as err:
+        load_model("nobody/nothing")
+    assert "\n" not in str(err.value)
+    assert cli.main(["eval", str(tmp_path / "empty"), "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("iiae eval: error: ")
+
+
+@pytest.fixture
+def debug_run(tmp_path):
+    data = _paired_dataset(tmp_path / "data", 24)
+    return _run(tmp_path, data), data
+
+
+def test_eval_cli_writes_metrics(debug_run, capsys):
+    run, data = debug_run
+    assert cli.main(["eval", str(run), "--data", str(data), "--json", "--batch-size", "10"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((run / "metrics.json").read_text())
+    assert printed["n"] == 24 and printed["dataset"] == "synthetic" and printed["split"] == "test"
+    for key in ("recall_at_1_x2y", "recall_at_1_y2x", "exclusive_recall_at_1_x2y", "exclusive_recall_at_1_y2x"):
+        assert 0.0 <= printed[key] <= 1.0
+    # the recipe's data.root is the default dataset; the table names every metric
+    assert cli.main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "recall_at_1_x2y" in out and "wrote" in out
+
+
+def test_eval_cli_fidelity(debug_run, capsys):
+    run, data = debug_run
+    assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for key in ("translation_accuracy_x2y", "translation_accuracy_y2x", "classifier_accuracy_x"):
+        assert 0.0 <= printed[key] <= 1.0
+    assert printed["translation_diversity_x2y"] >= 0.0
+    assert sorted(p.name for p in (run / "fidelity").iterdir()) == ["classifier_x.safetensors", "classifier_y.safetensors"]
+    assert "translation_accuracy_x2y" in json.loads((run / "metrics.json").read_text())
+
+
+def test_translate_and_push_cli(debug_run, capsys, monkeypatch):
+    from PIL import Image
+
+    from engine.translate import grid_size
+
+    run, data = debug_run
+    out = run / "samples" / "grid.png"
+    assert cli.main(["translate", str(run), "--data", str(data), "--out", str(out), "--n", "3", "--seed", "1"]) == 0
+    w, h = grid_size(3, 6, 32)
+    assert Image.open(out).size == (w, 2 * h)
+    assert Image.open(out.with_name("grid_swap.png")).size == (grid_size(4, 4, 32)[0], 2 * grid_size(4, 4, 32)[1])
+    capsys.readouterr()
+
+    committed = {}
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, ops, **kw: committed.update(
+        {op.path_in_repo: op for op in ops}) or SimpleNamespace(commit_url="https://hf.co/u/m/commit/1"))
+    assert cli.main(["push", str(run), "--repo-id", "u/m"]) == 0
+    assert {"translation_grid.png", "swap_grid.png", "README.md", "model.safetensors"} <= set(committed)
+
+
+def test_translate_cli_refuses_feature_datasets(tmp_path, capsys):
+    data = _sketchy_dataset(tmp_path / "sk")
+    run = _run(tmp_path, data)
+    capsys.readouterr()
+    assert cli.main(["translate", str(run), "--data", str(data), "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "translation grids apply to image datasets" in err

@@ -1,0 +1,100 @@
+"""Retrieval metrics on constructed embeddings with known answers."""
+import pytest
+import torch
+
+from engine.retrieval import mean_average_precision, nearest, precision_at_k, recall_at_1
+
+
+def test_identity_gallery_is_perfect():
+    q = torch.randn(300, 64)
+    assert recall_at_1(q, q.clone()) == 1.0
+    assert torch.equal(nearest(q, q), torch.arange(300))
+
+
+def test_shuffled_gallery_is_near_chance():
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    q = torch.randn(n, 32, generator=gen)
+    g = q[torch.randperm(n, generator=gen)]
+    # every query still finds its exact copy, but at a random position: a hit only for fixed points (~1/n each)
+    assert recall_at_1(q, g) < 5 / n
+    assert recall_at_1(torch.randn(n, 32, generator=gen), torch.randn(n, 32, generator=gen)) < 10 / n
+
+
+def test_ties_break_to_lowest_index():
+    g = torch.tensor([[5.0, 5.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    q = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.5]])
+    # q0: exact duplicates at 1 and 3; q1: rows 1, 2, 3, 4 all at distance 1; q2: nearest is row 2
+    assert nearest(q, g).tolist() == [1, 1, 2]
+    assert nearest(q, g, chunk=1).tolist() == [1, 1, 2]
+    # all-equal codes (a collapsed encoder): every query picks gallery 0, so only pair 0 is a hit
+    same = torch.ones(10, 4)
+    assert nearest(same, same).tolist() == [0] * 10
+    assert recall_at_1(same, same) == pytest.approx(0.1)
+
+
+def test_chunked_equals_unchunked():
+    gen = torch.Generator().manual_seed(1)
+    q, g = torch.randn(257, 48, generator=gen), torch.randn(301, 48, generator=gen)
+    full = nearest(q, g, chunk=10_000)
+    assert torch.equal(nearest(q, g, chunk=7), full)
+    assert torch.equal(full, torch.cdist(q.double(), g.double()).argmin(1))
+    ql, gl = torch.randint(0, 5, (257,), generator=gen), torch.randint(0, 5, (301,), generator=gen)
+    assert mean_average_precision(q, g, ql, gl, chunk=5) == pytest.approx(mean_average_precision(q, g, ql, gl, chunk=1000))
+    assert precision_at_k(q, g, ql, gl, k=20, chunk=3) == pytest.approx(precision_at_k(q, g, ql, gl, k=20, chunk=999))
+
+
+def test_recall_counts_partial_hits():
+    q = torch.eye(4)
+    g = torch.eye(4)[[0, 1, 3, 2]]  # pairs 2 and 3 swapped
+    assert recall_at_1(q, g) == 0.5
+    assert recall_at_1(g, q) == 0.5
+
+
+def test_map_hand_computed():
+    # one query along e1; gallery cosine similarities 0, 1, .6, .8
+    q = torch.tensor([[1.0, 0.0]])
+    g = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [0.8, 0.6]])  # sims 0, 1, .6, .8
+    g_labels = torch.tensor([1, 1, 0, 1])
+    # ranking: g1 (rel), g3 (rel), g2 (not), g0 (rel) → precisions at relevant ranks 1/1, 2/2, 3/4
+    expected = (1 + 1 + 3 / 4) / 3
+    assert mean_average_precision(q, g, torch.tensor([1]), g_labels) == pytest.approx(expected)
+    assert precision_at_k(q, g, torch.tensor([1]), g_labels, k=3) == pytest.approx(2 / 3)
+    # a second query whose only relevant item ranks last: AP = 1/4; mAP averages the two
+    q2 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    labels2 = torch.tensor([1, 2])
+    g_labels2 = torch.tensor([2, 1, 1, 1])
+    aps = [(1 / 1 + 2 / 2 + 3 / 3) / 3, 1 / 4]  # label 1: g1, g3, g2 relevant at ranks 1-3; label 2: g0 at rank 4
+    assert mean_average_precision(q2, g, labels2, g_labels2) == pytest.approx(sum(aps) / 2)
+
+
+def test_cosine_ignores_norm_and_no_relevant_scores_zero():
+    q = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    g = torch.tensor([[10.0, 0.0], [0.0, 0.1]])
+    labels = torch.tensor([0, 1])
+    assert mean_average_precision(q, g, labels, labels) == 1.0
+    assert precision_at_k(q, g, labels, labels, k=1) == 1.0
+    assert mean_average_precision(q, g, torch.tensor([7, 7]), labels) == 0.0
+    with pytest.raises(ValueError):
+        precision_at_k(q, g, labels, labels, k=3)
+
+
+@pytest.mark.slow
+def test_paper_scale_fits_in_bounded_memory():
+    # 10,000 x 8,192-d codes both ways (the 256-px z^s): beyond the two 328 MB embeddings only chunk-sized blocks
+    import resource
+
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(10_000, 8192, generator=gen)
+    g = q + 0.01 * torch.randn(q.shape, generator=gen)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert recall_at_1(q, g) == 1.0
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert grown < 300e6  # a full 10,000 x 10,000 distance matrix alone would be 400 MB
+
+
+def test_large_inputs_run_chunked():
+    # the paper's gallery size and code width at reduced count: shapes flow through the chunked path
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(1500, 8192, generator=gen)
+    assert recall_at_1(q, q + 1e-3 * torch.randn(q.shape, generator=gen), chunk=512) == 1.0
