@@ -46,6 +46,13 @@ def resolve_run(run_or_id: str | Path) -> tuple[Optional[Path], Optional[Path]]:
     )
 
 
+def _one_line(err: Exception) -> str:
+    """The first two lines of an error (state_dict errors put the detail on the second), and how many follow."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    more = f" (+{len(lines) - 2} more)" if len(lines) > 2 else ""
+    return " ".join(lines[:2]) + more
+
+
 def load_model(run_or_id: str | Path, device: Optional[str | torch.device] = None):
     """The selected model of a run dir (`<run>/best`), a model folder, or a Hub repo id; strict, in eval mode."""
     from .models import IIAE
@@ -61,9 +68,8 @@ def load_model(run_or_id: str | Path, device: Optional[str | torch.device] = Non
     except UserError:
         raise
     except Exception as err:  # a Hub lookup failure or a strict-loading error: one line naming the source
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         where = "local model" if weights is not None else "no local run of that name; Hub model"
-        raise UserError(f"{source}: cannot load {where}: {first}") from None
+        raise UserError(f"{source}: cannot load {where}: {_one_line(err)}") from None
     return model.to(device) if device is not None else model
 
 

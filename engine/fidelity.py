@@ -28,7 +28,7 @@ MAX_TRAIN = 10_000
 
 class Classifier(nn.Module):
     """Three stride-2 conv-BN-ReLU stages (32 -> 4 px) and a linear layer; inputs in [-1, 1] of any size
-    (area-resized to 32 px)."""
+    (resized to 32 px)."""
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
@@ -44,7 +44,10 @@ class Classifier(nn.Module):
 
 
 def to_size(v: torch.Tensor) -> torch.Tensor:
-    return v if v.shape[-2:] == (SIZE, SIZE) else F.interpolate(v, size=(SIZE, SIZE), mode="area")
+    """Resize to SIZE with the loader's filter (antialiased bilinear), so translations look like training images."""
+    if v.shape[-2:] == (SIZE, SIZE):
+        return v
+    return F.interpolate(v, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=v.shape[-1] > SIZE)
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = 300,
@@ -76,10 +79,9 @@ def _load_train(info, device, limit: int = MAX_TRAIN) -> dict[str, torch.Tensor]
     from .data import iter_eval_batches
 
     keep: dict[str, list[torch.Tensor]] = {"x": [], "y": [], "cls": []}
-    for batch in iter_eval_batches(info, "train", 256, image_size=SIZE, limit=limit):
-        keep["x"].append(to_size(batch["x"]))
-        keep["y"].append(to_size(batch["y"]))
-        keep["cls"].append(batch["cls"])
+    for batch in iter_eval_batches(info, "train", 256, image_size=SIZE, limit=limit):  # the loader resizes
+        for k in keep:
+            keep[k].append(batch[k])
     data = {k: torch.cat(v).to(device) for k, v in keep.items()}
     labelled = data["cls"] >= 0
     if not labelled.any():

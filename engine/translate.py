@@ -42,27 +42,23 @@ def grid_size(rows: int, cols: int, image_size: int, *, headers: bool = True, ti
     return cols * (t + PAD) + PAD, TITLE * title + HEADER * headers + rows * (t + PAD) + PAD
 
 
-def _font() -> ImageFont.ImageFont:
-    return ImageFont.load_default()
-
-
 def tile_grid(tiles: torch.Tensor, headers: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Image.Image:
     """Lay out tiles [R, K, C, H, W] (in [-1, 1]; NaN = blank) as an R x K grid with column labels and a title."""
-    rows, cols, _, h, w = tiles.shape
+    rows, cols, _, h, _ = tiles.shape  # square tiles
     if headers is not None and len(headers) != cols:
         raise ValueError(f"{len(headers)} headers for {cols} columns")
     blank = torch.isnan(tiles).flatten(2).all(2)
     img = to_uint8(tiles.nan_to_num(1.0))
     img[blank] = 255
-    scale = math.ceil(MIN_TILE / h)
-    img = repeat(img, "r k c h w -> r k c (h sh) (w sw)", sh=scale, sw=scale)
+    t = tile_size(h)
+    img = repeat(img, "r k c h w -> r k c (h sh) (w sw)", sh=t // h, sw=t // h)
     img = torch.nn.functional.pad(img, (0, PAD, 0, PAD), value=255)  # white right/bottom margin per tile
     body = rearrange(img, "r k c h w -> (r h) (k w) c").numpy()
     width, height = grid_size(rows, cols, h, headers=headers is not None, title=title is not None)
     canvas = Image.new("RGB", (width, height), "white")
     top = TITLE * (title is not None) + HEADER * (headers is not None)
     canvas.paste(Image.fromarray(body), (PAD, top + PAD))
-    draw, font, t = ImageDraw.Draw(canvas), _font(), tile_size(h)
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
     if title is not None:
         draw.text((PAD + 2, 2), title, fill="black", font=font)
     for k, label in enumerate(headers or []):

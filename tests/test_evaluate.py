@@ -120,8 +120,8 @@ def test_embed_flattens_means_in_eval_mode():
         embed(model, batches, "x", "both")
 
 
-def _run(tmp_path: Path, data: Path) -> Path:
-    recipe = load_recipe(RECIPES / "debug.yaml", [f"data.root={data}", f"train.output_dir={tmp_path / 'run'}"])
+def _run(tmp_path: Path, data: Path, recipe: str = "debug.yaml") -> Path:
+    recipe = load_recipe(RECIPES / recipe, [f"data.root={data}", f"train.output_dir={tmp_path / 'run'}"])
     run = tmp_path / "run"
     torch.manual_seed(0)
     IIAE(recipe.to_dict()).save_pretrained(run / "best")
@@ -147,9 +147,9 @@ def test_load_model_sources_and_errors(tmp_path, capsys):
 
 
 @pytest.fixture
-def debug_run(tmp_path):
-    data = _paired_dataset(tmp_path / "data", 24)
-    return _run(tmp_path, data), data
+def debug_run(tmp_path, debug_data):
+    """A randomly initialised debug model saved as a run's selected model, on the MNIST-CDCB debug shards."""
+    return _run(tmp_path, debug_data), debug_data
 
 
 def test_eval_cli_writes_metrics(debug_run, capsys):
@@ -157,7 +157,7 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
     assert cli.main(["eval", str(run), "--data", str(data), "--json", "--batch-size", "10"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((run / "metrics.json").read_text())
-    assert printed["n"] == 24 and printed["dataset"] == "synthetic" and printed["split"] == "test"
+    assert printed["n"] == 64 and printed["dataset"] == "mnist-cdcb" and printed["split"] == "test"
     for key in ("recall_at_1_x2y", "recall_at_1_y2x", "exclusive_recall_at_1_x2y", "exclusive_recall_at_1_y2x"):
         assert 0.0 <= printed[key] <= 1.0
     # the recipe's data.root is the default dataset; the table names every metric
@@ -168,13 +168,29 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
 
 def test_eval_cli_fidelity(debug_run, capsys):
     run, data = debug_run
-    assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "5"]) == 0
+    assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "20"]) == 0
     printed = json.loads(capsys.readouterr().out)
     for key in ("translation_accuracy_x2y", "translation_accuracy_y2x", "classifier_accuracy_x"):
         assert 0.0 <= printed[key] <= 1.0
     assert printed["translation_diversity_x2y"] >= 0.0
     assert sorted(p.name for p in (run / "fidelity").iterdir()) == ["classifier_x.safetensors", "classifier_y.safetensors"]
     assert "translation_accuracy_x2y" in json.loads((run / "metrics.json").read_text())
+    # the saved classifiers are reused: a second run trains nothing and scores the same
+    stamps = [p.stat().st_mtime_ns for p in sorted((run / "fidelity").iterdir())]
+    assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "20"]) == 0
+    assert json.loads(capsys.readouterr().out) == printed
+    assert [p.stat().st_mtime_ns for p in sorted((run / "fidelity").iterdir())] == stamps
+
+
+def test_eval_subprocess_prints_only_json(debug_run):
+    import subprocess
+    import sys
+
+    run, data = debug_run
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "eval", str(run), "--data", str(data), "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == 64
 
 
 def test_translate_and_push_cli(debug_run, capsys, monkeypatch):
@@ -200,9 +216,21 @@ def test_translate_and_push_cli(debug_run, capsys, monkeypatch):
     assert {"translation_grid.png", "swap_grid.png", "README.md", "model.safetensors"} <= set(committed)
 
 
+def test_eval_cli_sketchy(tmp_path, capsys):
+    data = _sketchy_dataset(tmp_path / "sk", noise=0.1)
+    run = _run(tmp_path, data, "sketchy.yaml")
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {"map_all", "precision_at_100", "n_sketches", "n_photos"} <= set(printed)
+    assert printed["n_sketches"] == 12 and printed["n_photos"] == 20
+    # 4 classes of 5 photos: P@k over the whole gallery (k = 20) is 5/20 whatever the (random-weight) ranking
+    assert printed["precision_at_100"] == pytest.approx(0.25) and 0.0 < printed["map_all"] <= 1.0
+
+
 def test_translate_cli_refuses_feature_datasets(tmp_path, capsys):
     data = _sketchy_dataset(tmp_path / "sk")
-    run = _run(tmp_path, data)
+    run = _run(tmp_path, data, "sketchy.yaml")
     capsys.readouterr()
     assert cli.main(["translate", str(run), "--data", str(data), "--out", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err

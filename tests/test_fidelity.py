@@ -23,7 +23,7 @@ def _quadrants(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch
 def test_classifier_learns_labels_and_is_seeded():
     x, y = _quadrants(128, 0)
     clf = train_classifier(x, y, 4, steps=60, progress=False)
-    test_x, test_y = _quadrants(64, 1, size=64)  # larger inputs are area-resized to 32 px
+    test_x, test_y = _quadrants(64, 1, size=64)  # larger inputs are resized to 32 px
     assert (classify(clf, test_x) == test_y).float().mean() >= 0.9
     again = train_classifier(x, y, 4, steps=60, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(clf.state_dict().values(), again.state_dict().values()))
