@@ -10,3 +10,26 @@ if not torch.cuda.is_available():
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --- data fixtures (tests/datagen.py) ---
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_raw(tmp_path_factory):
+    """A folder of fake MNIST IDX files at the real counts (60,000 / 10,000)."""
+    from datagen import write_mnist_idx
+
+    folder = tmp_path_factory.mktemp("mnist_raw")
+    write_mnist_idx(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def debug_data(tmp_path_factory, mnist_raw):
+    """MNIST-CDCB shards at 32 px, 64 pairs per split in uneven shards (24 + 24 + 16), made by the real
+    converter: use with recipes/debug.yaml and `data.root=<this path>`. Read-only: copy it to modify it."""
+    from datagen import prepare_debug_data
+
+    return prepare_debug_data(tmp_path_factory.mktemp("debug_data") / "mnist_cdcb_32", mnist_raw, shard_size=24)

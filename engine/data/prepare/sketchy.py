@@ -1,0 +1,67 @@
+"""Sketchy (zero-shot SBIR) from SketchyVGG features: `{train,test}_{sketch,image}_features.npy` ([N, 512])
+with `{train,test}_{sketch,image}_paths.npy` ("<class>/<file>").
+
+Per-domain shards (`train-sketch-*`, `train-photo-*`, `test-sketch-*`, `test-photo-*`): x = sketch, y = photo;
+`cls` indexes the sorted class names of all four files; `json` keeps the path.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ...errors import DataError
+from ..samples import encode_sample
+from ..shards import DatasetInfo, write_dataset
+from . import command_line
+
+DOMAINS = {"x": "sketch", "y": "photo"}
+FILE_STEM = {"sketch": "sketch", "photo": "image"}  # SketchyVGG calls photos "image"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of the SketchyVGG .npy files")
+
+
+def _load(src: Path, split: str, domain: str) -> tuple[np.ndarray, list[str]]:
+    stem = f"{split}_{FILE_STEM[domain]}"
+    feats, paths = src / f"{stem}_features.npy", src / f"{stem}_paths.npy"
+    for path in (feats, paths):
+        if not path.is_file():
+            raise DataError(f"--src {src}: {path.name} is missing (SketchyVGG layout: "
+                            f"{{train,test}}_{{sketch,image}}_{{features,paths}}.npy)")
+    try:
+        values = np.load(feats, allow_pickle=False)
+        # path arrays may be object arrays, which only load through pickle; they come with the raw dataset
+        names = [str(p) for p in np.load(paths, allow_pickle=True).reshape(-1)]
+    except Exception as err:
+        raise DataError(f"--src {src}: unreadable {stem}_*.npy ({err})") from None
+    if values.ndim != 2 or len(values) != len(names):
+        raise DataError(f"{feats}: expected [N, D] features for the {len(names)} paths of {paths.name}, "
+                        f"got shape {values.shape}")
+    return values, names
+
+
+def _samples(values: np.ndarray, names: list[str], field: str, classes: dict[str, int]) -> Iterator[dict]:
+    for i, (value, name) in enumerate(zip(values, names)):
+        yield encode_sample(f"{i:06d}", **{field: value.astype(np.float32)}, cls=classes[name.split("/")[0]],
+                            meta={"path": name})
+
+
+def convert(args: argparse.Namespace) -> DatasetInfo:
+    raw = {(split, domain): _load(args.src, split, DOMAINS[domain]) for split in ("train", "test")
+           for domain in ("x", "y")}
+    dims = {values.shape[1] for values, _ in raw.values()}
+    if len(dims) != 1:
+        raise DataError(f"--src {args.src}: feature sizes differ between files ({sorted(dims)})")
+    names = sorted({n.split("/")[0] for _, paths in raw.values() for n in paths})
+    index = {name: i for i, name in enumerate(names)}
+    splits = {f"{split}-{DOMAINS[domain]}": (_samples(values, paths, domain, index), len(paths))
+              for (split, domain), (values, paths) in raw.items()}
+    return write_dataset(
+        args.out, splits, shard_size=args.shard_size, name="sketchy", kind="feature", layout="per-domain",
+        feature_dim=dims.pop(), domains=DOMAINS, classes=names, source="sketchy",
+        command=command_line(args, "--src"),
+        provenance={"src": str(args.src.resolve()), "counts": {s: n for s, (_, n) in splits.items()}})

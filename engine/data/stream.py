@@ -1,0 +1,127 @@
+"""The endless training stream of paired samples for one (rank, DataLoader worker).
+
+Shards are drawn with replacement, in proportion to their sample counts (uniform over samples; webdataset's
+ResampledShards draws shards uniformly, which over-samples a split's short last shard), from the worker's share
+of the split; then a shuffle buffer, decode, batch. Every random choice is seeded from (recipe seed, epoch, rank,
+worker), so the stream is a pure function of those: a resumed run re-reads it and drops the batches already
+trained on instead of restoring any state.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import DataError
+from .samples import decode_cls, decode_field
+from .shards import DatasetInfo, SkipLog, read_valid_samples
+
+FIELDS = ("x", "y")
+
+
+def seed_of(*parts: Any) -> int:
+    """A 64-bit seed from any parts (negative seeds included), the same in every process and Python run."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def to_tensor(values: list[np.ndarray], size: Optional[int]) -> torch.Tensor:
+    """Stack decoded values: images → float [B,3,H,W] in [−1, 1] (resized to `size` if it differs); features →
+    float32 [B,F]."""
+    batch = np.stack(values)
+    if batch.dtype != np.uint8:
+        return torch.from_numpy(batch)
+    # numpy, not torch: tiny tensor ops pay torch's thread-pool overhead, many times over on a busy CPU
+    images = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
+    np.divide(images, 127.5, out=images)
+    np.subtract(images, 1.0, out=images)
+    tensor = torch.from_numpy(images)
+    if size is not None and tensor.shape[-1] != size:
+        # antialias only when shrinking: it is the area-style filter there, and a no-op for upscaling
+        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=tensor.shape[-1] > size)
+    return tensor
+
+
+class PairStream(IterableDataset):
+    """Yields batches `{"x", "y", "cls", "skipped", "worker"}` forever; the loader cuts the epoch."""
+
+    def __init__(self, info: DatasetInfo, *, seed: int, epoch: int, rank: int, world_size: int, batch_size: int,
+                 shuffle_buffer: int, skip_batches: int, image_size: Optional[int]):
+        super().__init__()
+        self.root, self.fix_command = info.root, info.fix_command()
+        self.shards = info.split("train").shards
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.batch_size, self.shuffle_buffer, self.skip = batch_size, shuffle_buffer, skip_batches
+        self.image_size = image_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        worker = get_worker_info()
+        workers, physical = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        # The DataLoader takes batch i from physical worker i % workers. Physical worker j plays logical worker
+        # (j + skip) % workers, so the round robin starts at the worker that made batch `skip` of the full
+        # stream; each logical worker drops its own batches among the first `skip`.
+        logical = (physical + self.skip) % workers
+        own_skip = max(0, -(-(self.skip - logical) // workers))
+        # split by node and worker: disjoint shares when there are enough shards, re-dealt every epoch (the
+        # same permutation on every rank, so the shares stay disjoint); otherwise everyone draws from all
+        group, groups = self.rank * workers + logical, self.world_size * workers
+        shards = self.shards
+        if len(shards) >= groups:
+            order = list(range(len(shards)))
+            random.Random(seed_of(self.seed, self.epoch, "deal")).shuffle(order)
+            shards = [shards[i] for i in order[group::groups]]
+        stream_id = (self.seed, self.epoch, self.rank, logical)
+
+        log = SkipLog()
+        samples = self._samples(shards, random.Random(seed_of(*stream_id, "shards")), log)
+        if self.shuffle_buffer > 1:
+            shuffle = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer,
+                                  rng=random.Random(seed_of(*stream_id, "shuffle")))
+            samples = shuffle(samples)
+        for index, batch in enumerate(self._batches(self._decoded(samples, log))):
+            if index >= own_skip:
+                xs, ys, labels = zip(*batch)
+                yield {"x": to_tensor(list(xs), self.image_size), "y": to_tensor(list(ys), self.image_size),
+                       "cls": torch.tensor(labels, dtype=torch.long), "skipped": log.count, "worker": logical}
+
+    def _samples(self, share, rng: random.Random, log: SkipLog) -> Iterator[dict[str, Any]]:
+        dead: set[str] = set()  # shards that gave no sample at all: not drawn again
+        candidates = share
+        while True:
+            candidates = [s for s in candidates if s.file not in dead]
+            if not candidates:  # this worker's share is unreadable: draw from the whole split instead
+                candidates = [s for s in self.shards if s.file not in dead]
+                if not candidates:  # nothing left to read: stop instead of spinning forever
+                    raise DataError(f"{self.root}: none of the {len(self.shards)} training shards is readable; "
+                                    f"re-create the folder with `{self.fix_command}`")
+            shard = rng.choices(candidates, weights=[s.count for s in candidates])[0]
+            good = 0
+            for sample in read_valid_samples(self.root / shard.file, shard.count, FIELDS, log):
+                good += 1
+                sample["__shard__"] = shard.file
+                yield sample
+            if good == 0:
+                dead.add(shard.file)
+
+    def _decoded(self, samples, log: SkipLog) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        for sample in samples:
+            try:
+                yield decode_field(sample, "x"), decode_field(sample, "y"), decode_cls(sample)
+            except Exception as err:  # garbage bytes inside an intact tar
+                shard = self.root / sample["__shard__"]
+                log.lost(shard, f"{shard}: key {sample['__key__']}: undecodable ({err}); skipped 1 sample", 1)
+
+    def _batches(self, items) -> Iterator[list]:
+        batch = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []

