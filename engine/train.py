@@ -84,7 +84,7 @@ def validation_metrics(model: IIAE, recipe, info, device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="engine/train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --resume
     try:
         return run(args)
     except UserError as err:

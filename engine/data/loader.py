@@ -84,7 +84,11 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
                         batch_size=recipe.data.batch_size, shuffle_buffer=recipe.data.shuffle_buffer,
                         skip_batches=skip_batches,
                         image_size=recipe.model.image_size if info.kind == "image" else None)
-    loader = wds.WebLoader(stream, batch_size=None, num_workers=recipe.data.num_workers, shuffle=False)
+    # a private generator: creating the iterator must not draw from the global torch RNG, which the training
+    # step's dropout uses (a resumed run creates a loader where the uninterrupted run did not)
+    generator = torch.Generator().manual_seed(recipe.seed + 7919 * epoch + 104729 * rank)
+    loader = wds.WebLoader(stream, batch_size=None, num_workers=recipe.data.num_workers, shuffle=False,
+                           generator=generator)
     # with_epoch on the loader, after batching: on the dataset it would count per worker
     return TrainLoader(loader.with_epoch(length), length)
 
