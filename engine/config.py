@@ -92,6 +92,9 @@ class OptimConfig(_Strict):
     betas: tuple[float, float] = (0.5, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: float = Field(0.0, ge=0.0)
+    # "constant" is the paper; "cosine" decays lr to lr·min_lr_ratio over train.max_steps
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TrainConfig(_Strict):

@@ -7,10 +7,9 @@ Sketchy (feature datasets): cosine, every test sketch against every test photo, 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -62,9 +61,7 @@ def load_model(run_or_id: str | Path, device: Optional[str | torch.device] = Non
     if weights is None and not _HUB_ID.match(source):
         raise UserError(f"{source}: no such run dir or model folder, and not a Hub repo id (user/name)")
     try:
-        # the Hub mixin prints "Loading weights from local directory": keep stdout clean for --json
-        with redirect_stdout(io.StringIO()):
-            model = IIAE.from_pretrained(source)
+        model = IIAE.from_pretrained(source)
     except UserError:
         raise
     except Exception as err:  # a Hub lookup failure or a strict-loading error: one line naming the source

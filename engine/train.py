@@ -73,6 +73,14 @@ def batch_stream(recipe, info, accelerator: Accelerator, state: TrainState):
         state.data_epoch, state.batch_in_epoch = state.data_epoch + 1, 0
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, recipe) -> torch.optim.lr_scheduler.LRScheduler:
+    """Learning rate per optimizer step: constant (the paper) or a cosine decay over the run."""
+    o, steps = recipe.optim, recipe.train.max_steps
+    if o.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=o.lr * o.min_lr_ratio)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
 def validation_metrics(model: IIAE, recipe, info, device) -> dict:
     from engine import evaluate
 
@@ -101,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=cfg.trackers or None,
+        step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the rank count
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
     )
     main_proc = accelerator.is_main_process
@@ -122,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     ds = accelerator.state.deepspeed_plugin
     if ds is not None:  # no dataloader goes through prepare(), so DeepSpeed cannot infer the micro-batch
         ds.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.data.batch_size
-    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = lr_schedule(optimizer, recipe)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if cfg.compile:
         model = torch.compile(model)
     state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
@@ -155,13 +165,14 @@ def run(args: argparse.Namespace) -> int:
         micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
         terms = train_step(accelerator, model, optimizer, micro, step=state.step, seed=state.next_seed(),
                            check_finite=cfg.check_finite, max_grad_norm=cfg.max_grad_norm)
+        scheduler.step()
         state.step += 1
         state.train_seconds += time.perf_counter() - tick
         bar.update(1)
 
         if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
             values = {k: v.item() for k, v in terms.items()}
-            values.update(c_t=annealing(state.step - 1, recipe.objective.anneal_steps), train_seconds=state.train_seconds,
+            values.update(lr=scheduler.get_last_lr()[0], c_t=annealing(state.step - 1, recipe.objective.anneal_steps), train_seconds=state.train_seconds,
                           skipped_samples=int(micro[-1].get("skipped", 0)))
             accelerator.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
             log.write(state.step, "train", values)

@@ -5,7 +5,9 @@ One JSON-native config (the resolved recipe) builds it, so `save_pretrained` / `
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 from dataclasses import dataclass
 from typing import Optional
 
@@ -86,8 +88,10 @@ class IIAE(
 
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs):
-        # strict by default: a missing or extra tensor is an error, never a silently random layer
-        return super()._from_pretrained(strict=strict, **kwargs)
+        # strict by default: a missing or extra tensor is an error, never a silently random layer.
+        # The mixin prints "Loading weights from local directory"; keep stdout clean for --json output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return super()._from_pretrained(strict=strict, **kwargs)
 
     # ---- encoders -------------------------------------------------------------------------------------
     def _clip(self, logvar: torch.Tensor) -> torch.Tensor:
