@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # default wheel elsewhere.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup setup-demo test test-all demo clean-demo
+.PHONY: setup setup-demo test test-all demo ablation
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,6 @@ test-all: setup
 
 demo: setup-demo
 	bash scripts/demo.sh
+
+ablation: setup-demo
+	bash scripts/ablation.sh
