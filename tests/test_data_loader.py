@@ -116,7 +116,8 @@ def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
             flag = torch.ones(1)
             dist.all_reduce(flag)  # one collective per step, as DDP: a rank short of batches would hang here
             count, skipped = count + 1, batch["skipped"]
-        print(f"rank {rank} batches {count} skipped {skipped}", flush=True)
+        # one file per rank: two ranks printing into one pipe can interleave their lines
+        open(f"rank{rank}.txt", "w").write(f"rank {rank} batches {count} skipped {skipped}")
         dist.destroy_process_group()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -126,7 +127,7 @@ def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
          "data.num_workers=1", "data.batches_per_epoch=12"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
-    lines = sorted(line for line in run.stdout.splitlines() if line.startswith("rank "))
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert [line.split()[:4] for line in lines] == [["rank", "0", "batches", "12"], ["rank", "1", "batches", "12"]]
     assert int(lines[0].split()[-1]) > 0 and int(lines[1].split()[-1]) == 0  # rank 0 counted what it lost
     assert "train-000002.tar" in run.stderr and "key" in run.stderr
