@@ -1,0 +1,213 @@
+"""The engine's train step vs a bare PyTorch loop on the same model config and the same in-memory batch.
+
+The engine side is built exactly as `engine/train.py` builds it (Accelerator, seeds, model, Adam, lr schedule,
+`accelerator.prepare`, optional compile, TrainState seeds) and runs per optimizer step what train.py runs:
+`engine.step.train_step`, then `scheduler.step()`. The bare side is the four-line loop a PyTorch user would write.
+This file mirrors train.py's construction by hand (train.py builds inline): keep the two in step.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+from dataclasses import dataclass
+from typing import Optional
+
+import bench_util as bu
+
+bu.ensure_repo_on_path()
+
+import torch  # noqa: E402
+
+
+def load(recipe_path: str, overrides: Optional[list[str]] = None):
+    from engine.config import load_recipe
+
+    return load_recipe(recipe_path, overrides or [])
+
+
+def make_accelerator(recipe, device: str):
+    """The Accelerator of engine/train.py, minus its project/tracker options (no run folder here)."""
+    from accelerate import Accelerator
+
+    cfg = recipe.train
+    kwargs = dict(cpu=device == "cpu", mixed_precision=cfg.mixed_precision,
+                  gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                  step_scheduler_with_optimizer=False)  # as train.py: one scheduler step per optimizer step
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:  # the process-wide AcceleratorState holds another recipe's mixed precision
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**kwargs)
+
+
+def _model_and_optimizer(recipe):
+    from accelerate.utils import set_seed
+    from engine.models import IIAE
+
+    set_seed(recipe.seed)  # identical initial weights (train.py does the same)
+    model = IIAE(recipe.to_dict())
+    set_seed(recipe.seed, device_specific=True)
+    o = recipe.optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    return model, optimizer
+
+
+@dataclass
+class EngineLoop:
+    """What engine/train.py runs per optimizer step, without its logging/eval/checkpoint cadence."""
+
+    recipe: object
+    accelerator: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[object]
+    state: object
+    # hold the step argument (the annealing c_t) and the noise seed fixed: see bench_paper.py for why compile
+    # needs it
+    fixed_step: Optional[int] = None
+    fixed_seed: Optional[int] = None
+
+    @classmethod
+    def build(cls, recipe, device: str, accelerator=None) -> "EngineLoop":
+        from engine.selection import Selector
+        from engine.step import TrainState
+
+        accelerator = accelerator or make_accelerator(recipe, device)
+        model, optimizer = _model_and_optimizer(recipe)
+        try:  # the learning-rate schedule of train.py (absent in older checkouts)
+            from engine.train import lr_schedule
+        except ImportError:
+            lr_schedule = None
+        if lr_schedule is not None:
+            model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
+        else:
+            (model, optimizer), scheduler = accelerator.prepare(model, optimizer), None
+        if recipe.train.compile:
+            model = torch.compile(model)
+        cfg = recipe.train
+        state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
+        model.train()
+        return cls(recipe, accelerator, model, optimizer, scheduler, state)
+
+    def step(self, micro_batches: list[dict]) -> dict:
+        from engine.step import train_step
+
+        cfg = self.recipe.train
+        step = self.state.step if self.fixed_step is None else self.fixed_step
+        seed = self.state.next_seed() if self.fixed_seed is None else self.fixed_seed
+        terms = train_step(self.accelerator, self.model, self.optimizer, micro_batches, step=step, seed=seed,
+                           check_finite=cfg.check_finite, max_grad_norm=cfg.max_grad_norm)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.state.step += 1
+        return terms
+
+    def run(self, batch: dict, n: int) -> None:
+        micro = [batch] * self.recipe.train.gradient_accumulation_steps
+        for _ in range(n):
+            self.step(micro)
+
+
+class BareLoop:
+    """`out = model(x, y, step=t, seed=t); out.loss.backward(); opt.step(); opt.zero_grad()` — the same model
+    config, weights initialised the same way, plain Adam, no Accelerator (autocast / compile only when the
+    recipe asks the engine for them, so both sides do the same arithmetic)."""
+
+    def __init__(self, recipe, device: str):
+        self.recipe = recipe
+        model, self.optimizer = _model_and_optimizer(recipe)
+        self.model = model.to(device)
+        if recipe.train.compile:
+            self.model = torch.compile(self.model)
+        self.model.train()
+        mp = recipe.train.mixed_precision
+        self.autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)) \
+            if mp != "no" else contextlib.nullcontext
+        self.t = 0
+
+    def run(self, batch: dict, n: int) -> None:
+        x, y = batch["x"], batch["y"]
+        for _ in range(n):
+            t = self.t
+            for _ in range(self.recipe.train.gradient_accumulation_steps):
+                with self.autocast():
+                    out = self.model(x, y, step=t, seed=t)
+                out.loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.t += 1
+
+
+def memory_batch(recipe, device: str, seed: int = 0) -> dict:
+    """One batch as the loader yields it (float [B,3,H,W] in [−1, 1]; features [B,F]), already on `device`."""
+    m, b = recipe.model, recipe.data.batch_size
+    gen = torch.Generator().manual_seed(seed)
+    shape = (b, m.feature_dim) if m.arch == "mlp" else (b, m.channels, m.image_size, m.image_size)
+    x = torch.rand(shape, generator=gen) * 2 - 1
+    y = torch.rand(shape, generator=gen) * 2 - 1
+    return {"x": x.to(device), "y": y.to(device), "cls": torch.zeros(b, dtype=torch.long)}
+
+
+def engine_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: float = 1.0, rounds: int = 12,
+                   accelerator=None) -> tuple[dict, EngineLoop]:
+    """samples/s of the engine step and of the bare loop (medians of interleaved blocks) and their ratio.
+    Returns the figures and the engine loop (reused by the loader section: no second model build)."""
+    recipe = load(recipe_path)
+    engine = EngineLoop.build(recipe, device, accelerator)
+    bare = BareLoop(recipe, device)
+    batch = memory_batch(recipe, device)
+    sync = bu.sync_for(device)
+    samples_per_step = recipe.data.batch_size * recipe.train.gradient_accumulation_steps
+
+    warmup = 1 if quick else 3
+    engine.run(batch, warmup)  # first steps: allocator, Adam state, (compile)
+    bare.run(batch, warmup)
+    probe = min(bu.timed(lambda n: engine.run(batch, n), 2, sync), bu.timed(lambda n: bare.run(batch, n), 2, sync))
+    if quick:
+        iters, rounds = bu.iters_for(probe, 0.15, hi=4), 3
+    else:
+        iters = bu.iters_for(probe, block_s)
+    times = bu.interleaved({"engine": lambda n: engine.run(batch, n), "bare": lambda n: bare.run(batch, n)},
+                           iters, rounds, sync)
+    e, b = statistics.median(times["engine"]), statistics.median(times["bare"])
+    ratio = bu.paired_ratio(times["bare"], times["engine"])  # engine speed / bare speed
+    result = {
+        "recipe": recipe.name,
+        "engine_samples_per_s": samples_per_step / e,
+        "bare_samples_per_s": samples_per_step / b,
+        "ratio": ratio,
+        "target": 0.97,
+        "meets_target": ratio >= 0.97,
+        "engine_ms_per_step": 1e3 * e,
+        "bare_ms_per_step": 1e3 * b,
+        "engine_spread": bu.spread(times["engine"]),
+        "bare_spread": bu.spread(times["bare"]),
+        "batch_size": recipe.data.batch_size,
+        "iters_per_block": iters,
+        "rounds": rounds,
+        "parameters": sum(p.numel() for p in bare.model.parameters()),
+    }
+    del bare
+    return result, engine
+
+
+def profile_steps(recipe_path: str, device: str, steps: int = 10) -> str:
+    """torch.profiler tables (self CPU time) of `steps` engine steps and `steps` bare steps, for README notes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    recipe = load(recipe_path)
+    engine = EngineLoop.build(recipe, device)
+    bare = BareLoop(recipe, device)
+    batch = memory_batch(recipe, device)
+    engine.run(batch, 3)
+    bare.run(batch, 3)
+    out = []
+    for name, loop in (("engine", engine), ("bare", bare)):
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=acts) as prof:
+            loop.run(batch, steps)
+        out.append(f"== {name}: {recipe.name}, {steps} steps ==\n"
+                   + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    return "\n\n".join(out)
