@@ -1,5 +1,4 @@
 """Translation fidelity: the classifier learns real labels, its cache is reused, the metrics measure what they say."""
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -167,7 +167,7 @@ def test_ranks_nodes_and_accumulation_match_one_rank(tmp_path):
 def test_two_rank_training_run(debug_data, tmp_path):
     """The real loop and loader on 2 gloo ranks: finishes, same step count, selection and artefacts on rank 0."""
     run = tmp_path / "run"
-    proc = train(debug_data, run, "data.batch_size=4", launcher=(
+    train(debug_data, run, "data.batch_size=4", launcher=(
         PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()), "engine/train.py"))
     assert json.loads((run / "run.json").read_text())["num_processes"] == 2
     assert [e["step"] for e in events(run, "train")][-1] == 12
