@@ -77,6 +77,16 @@ class DataConfig(_Strict):
     batch_size: PositiveInt = 8
     num_workers: NonNegativeInt = 2
     shuffle_buffer: NonNegativeInt = 1000
+    # keep decoded training samples in memory after their first read (small datasets; needs num_workers: 0,
+    # since worker processes are re-created every data epoch). About count x 2 x 3 x size^2 bytes.
+    cache: bool = False
+
+    @model_validator(mode="after")
+    def _cache_in_process(self) -> "DataConfig":
+        if self.cache and self.num_workers > 0:
+            raise ValueError(f"cache: true needs num_workers: 0 (got {self.num_workers}); worker processes "
+                             "are re-created every data epoch and would lose the cache")
+        return self
     # batches per rank per data epoch; default: train samples // global batch
     batches_per_epoch: Optional[PositiveInt] = None
     valid_split: str = "valid"

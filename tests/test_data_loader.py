@@ -135,6 +135,39 @@ def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
 
 # ------------------------------------------------------------------------------------------ evaluation
 
+def test_cache_serves_the_disk_stream_from_memory(debug_data, tmp_path):
+    """data.cache: the batches of every epoch equal the uncached ones; once each shard has been read cleanly
+    the files are not opened again (here: they are gone). A damaged shard is never cached: it keeps warning."""
+    from engine.data import stream
+
+    data = copy(debug_data, tmp_path)
+    truncate(data / "train-000002.tar", 0.5)
+    info = load_dataset_info(data)
+    plain = recipe(data, "data.num_workers=0", "data.batches_per_epoch=12")
+    cached = recipe(data, "data.num_workers=0", "data.batches_per_epoch=12", "data.cache=true")
+    with pytest.warns(CorruptDataWarning):
+        expected = [train(plain, info, epoch=e) for e in range(4)]
+    for epoch in range(3):
+        with pytest.warns(CorruptDataWarning, match="train-000002.tar"):
+            got = train(cached, info, epoch=epoch)
+        for a, b in zip(expected[epoch], got, strict=True):
+            assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"]) and torch.equal(a["cls"], b["cls"])
+            assert a["skipped"] == b["skipped"]
+    assert {Path(p).name for p in stream._DECODED if Path(p).parent == data} == {"train-000000.tar", "train-000001.tar"}
+    for name in ("train-000000.tar", "train-000001.tar"):
+        (data / name).unlink()
+    with pytest.warns(CorruptDataWarning, match="train-000002.tar"):
+        got = train(cached, info, epoch=3)
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(expected[3], got, strict=True))
+
+
+def test_cache_needs_the_main_process(debug_data):
+    from engine.config import RecipeError
+
+    with pytest.raises(RecipeError, match="cache: true needs num_workers: 0"):
+        recipe(debug_data, "data.num_workers=1", "data.cache=true")
+
+
 def test_eval_every_sample_once_in_key_order(debug_data):
     info = load_dataset_info(debug_data)
     batches = list(iter_eval_batches(info, "test", 10))

@@ -82,7 +82,7 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
 
     stream = PairStream(info, seed=recipe.seed, epoch=epoch, rank=rank, world_size=world_size,
                         batch_size=recipe.data.batch_size, shuffle_buffer=recipe.data.shuffle_buffer,
-                        skip_batches=skip_batches,
+                        skip_batches=skip_batches, cache=recipe.data.cache,
                         image_size=recipe.model.image_size if info.kind == "image" else None)
     # a private generator: creating the iterator must not draw from the global torch RNG, which the training
     # step's dropout uses (a resumed run creates a loader where the uninterrupted run did not)
