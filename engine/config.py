@@ -80,13 +80,6 @@ class DataConfig(_Strict):
     # keep decoded training samples in memory after their first read (small datasets; needs num_workers: 0,
     # since worker processes are re-created every data epoch). About count x 2 x 3 x size^2 bytes.
     cache: bool = False
-
-    @model_validator(mode="after")
-    def _cache_in_process(self) -> "DataConfig":
-        if self.cache and self.num_workers > 0:
-            raise ValueError(f"cache: true needs num_workers: 0 (got {self.num_workers}); worker processes "
-                             "are re-created every data epoch and would lose the cache")
-        return self
     # batches per rank per data epoch; default: train samples // global batch
     batches_per_epoch: Optional[PositiveInt] = None
     valid_split: str = "valid"
@@ -95,6 +88,13 @@ class DataConfig(_Strict):
     valid_limit: Optional[PositiveInt] = None
     # Sketchy: one sketch and one photo of each training class per step
     class_matched: bool = False
+
+    @model_validator(mode="after")
+    def _cache_in_process(self) -> "DataConfig":
+        if self.cache and self.num_workers > 0:
+            raise ValueError(f"cache: true needs num_workers: 0 (got {self.num_workers}); worker processes "
+                             "are re-created every data epoch and would lose the cache")
+        return self
 
 
 class OptimConfig(_Strict):
