@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import sys
 import time
@@ -201,8 +203,7 @@ def run(args: argparse.Namespace) -> int:
             name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
             accelerator.print(f"stopped by {name} after step {state.step}; checkpoint saved in {out / 'checkpoints'}.\n"
                               f"resume with: the same command plus --resume")
-            accelerator.end_training()
-            return 128 + (stop.signal or signal.SIGTERM)
+            return end_run(accelerator, 128 + (stop.signal or signal.SIGTERM))
 
     bar.close()
     if main_proc:
@@ -212,9 +213,25 @@ def run(args: argparse.Namespace) -> int:
             _save_best(raw_model, out, state.step, {"selection": "last"})
         plot_curves(out / "metrics.jsonl", out / "curves.png", title=recipe.name)
         accelerator.print(f"done: {state.step} steps, {state.train_seconds:.1f} s of training; model in {out / 'best'}")
+    return end_run(accelerator, 0)
+
+
+def end_run(accelerator: Accelerator, code: int) -> int:
+    """Ends the run on every rank: trackers finished, process group destroyed, exit code `code`.
+
+    DDP keeps its gloo process group alive past `destroy_process_group` (torch leaks it), and the group's
+    threads can abort the interpreter's teardown: SIGABRT, "terminate called without an active exception",
+    after the run has written everything. A worker of a multi-process run therefore leaves without it.
+    """
+    several = accelerator.num_processes > 1
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return 0
+    if several:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _save_best(model: IIAE, out: Path, step: int, metrics: dict) -> None:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.config import load_recipe  # noqa: E402
 from engine.models import IIAE  # noqa: E402
 from engine.step import train_step  # noqa: E402
+from engine.train import end_run  # noqa: E402
 
 GLOBAL_BATCH, STEPS = 8, 4
 
@@ -48,6 +49,7 @@ def main(out: str, accum: int) -> None:
     sums = acc.gather(torch.tensor([checksum], dtype=torch.float64)).tolist()
     if acc.is_main_process:
         Path(out).write_text(json.dumps({"world": world, "accum": accum, "losses": losses, "checksums": sums}))
+    end_run(acc, 0)
 
 
 if __name__ == "__main__":
