@@ -39,6 +39,9 @@ class ModelConfig(_Strict):
     mlp_hidden: list[PositiveInt] = Field([512, 256], min_length=2, max_length=2)  # mlp: encoder widths
     decoder_hidden: PositiveInt = 128  # mlp: decoder width
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    # standardise each input (zero mean, unit variance over all its values) before the shared encoders.
+    # Not in the paper; no parameters. See IIAE.shared_features.
+    shared_input_norm: bool = False
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> "ModelConfig":

@@ -99,3 +99,18 @@ def test_seeded_sampling_is_reproducible():
     torch.manual_seed(0)
     c = m(x, y, seed=8)
     assert torch.equal(a.z_s, b.z_s) and not torch.equal(a.z_s, c.z_s)
+
+
+def test_shared_input_norm_makes_shared_codes_contrast_invariant(tmp_path):
+    """A dimmed, shifted copy of an image gets the same shared code; exclusive codes still see the change."""
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    dim = 0.25 * x - 0.7  # e.g. a dark digit instead of a bright one
+    plain = _model("debug.yaml").eval()
+    normed = _model("debug.yaml", "model.shared_input_norm=true").eval()
+    normed.load_state_dict(plain.state_dict())  # no parameters of its own
+    assert not torch.allclose(plain.encode_shared(dim, "y"), plain.encode_shared(x, "y"), atol=1e-3)
+    # equal up to the variance floor: eps / var(dim) is 0.5 % here
+    torch.testing.assert_close(normed.encode_shared(dim, "y"), normed.encode_shared(x, "y"), atol=1e-3, rtol=5e-3)
+    assert not torch.allclose(normed.encode_exclusive(dim, "y"), normed.encode_exclusive(x, "y"), atol=1e-3)
+    normed.save_pretrained(tmp_path)
+    assert IIAE.from_pretrained(tmp_path).recipe.model.shared_input_norm

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+from torch.nn import functional as F
 
 import kernels
 
@@ -23,6 +24,7 @@ from .blocks import init_weights
 
 DOMAINS = ("x", "y")
 OTHER = {"x": "y", "y": "x"}
+SHARED_NORM_EPS = 1e-4  # variance floor: a blank input stays finite
 
 
 @dataclass
@@ -102,6 +104,10 @@ class IIAE(
         return mu, self._clip(logvar)
 
     def shared_features(self, v: torch.Tensor, domain: str) -> torch.Tensor:
+        if self.recipe.model.shared_input_norm:
+            # what is shared (shape) must not depend on contrast: a near-black digit on black, or a white one
+            # on a pale background, reaches the shared trunk as strongly as any other; colour is exclusive
+            v = F.layer_norm(v, v.shape[1:], eps=SHARED_NORM_EPS)
         return self.parts.shared[_check_domain(domain)](v)
 
     def shared_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
