@@ -58,16 +58,21 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
     ax_loss.set_xlabel("step")
     ax_loss.set_title("loss terms")
     ax_loss.legend(fontsize=7, ncol=2)
-    for key, style in (("recall_at_1_x2y", "-o"), ("recall_at_1_y2x", "-s"),
-                       ("exclusive_recall_at_1_x2y", "--"), ("exclusive_recall_at_1_y2x", "--")):
+    # shared codes near 100 % and exclusive ones near 0 %: one axis each, so both stay readable
+    ax_excl = ax_rec.twinx()
+    for ax, key, style in ((ax_rec, "recall_at_1_x2y", "-o"), (ax_rec, "recall_at_1_y2x", "-s"),
+                           (ax_excl, "exclusive_recall_at_1_x2y", "--^"), (ax_excl, "exclusive_recall_at_1_y2x", "--v")):
         steps, vals = _series(events, "valid", key)
         if steps:
-            ax_rec.plot(steps, [100 * v for v in vals], style, label=key, ms=3)
+            ax.plot(steps, [100 * v for v in vals], style, label=key, ms=3, color=None if ax is ax_rec else "grey")
     ax_rec.set_xlabel("step")
-    ax_rec.set_ylabel("%")
-    ax_rec.set_ylim(0, 100)
+    ax_rec.set_ylabel("shared Recall@1 (%)")
+    ax_excl.set_ylabel("exclusive Recall@1 (%, grey)")
+    ax_excl.set_ylim(bottom=0)
     ax_rec.set_title("validation Recall@1")
-    ax_rec.legend(fontsize=7)
+    handles = [h for ax in (ax_rec, ax_excl) for h in ax.get_legend_handles_labels()[0]]
+    if handles:
+        ax_rec.legend(handles=handles, fontsize=7, loc="center right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
