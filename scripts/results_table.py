@@ -30,7 +30,8 @@ def row(run: Path) -> str:
     name = next(line.split(":", 1)[1].strip() for line in recipe.splitlines() if line.startswith("name:"))
     secs = sel.get("train_seconds")
     when = f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
-    return (f"| {run.name} ({name}) | {pct(m['recall_at_1_x2y'])} | {pct(m['recall_at_1_y2x'])} | "
+    label = name if run.name == name else f"{run.name} ({name})"
+    return (f"| {label} | {pct(m['recall_at_1_x2y'])} | {pct(m['recall_at_1_y2x'])} | "
             f"{pct(m['exclusive_recall_at_1_x2y'])} / {pct(m['exclusive_recall_at_1_y2x'])} | "
             f"{pct(m.get('translation_accuracy_x2y'))} / {pct(m.get('translation_accuracy_y2x'))} | {when} |")
 
