@@ -23,6 +23,7 @@ def summary(recipe) -> dict:
     return {
         "name": recipe.name,
         "arch": recipe.model.arch,
+        "model": recipe.model.model_dump(),
         "parameters": counts["total"],
         "parameters_per_part": {k: v for k, v in counts.items() if k != "total"},
         "z_shared": z_shared,
@@ -46,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     print(f"recipe      {info['name']}  (arch {info['arch']})")
+    m = info["model"]
+    inputs = (f"{m['feature_dim']}-d features" if m["arch"] == "mlp" else
+              f"{m['image_size']} px  channels shared {m['shared_channels']} exclusive {m['exclusive_channels']}")
+    print(f"model       {inputs}  dropout {m['dropout']:g}" + ("  shared_input_norm" if m["shared_input_norm"] else ""))
     print(f"objective   beta={info['beta']}  Lambda={info['Lambda']}  lambda_paper={info['lambda_paper']:g}  "
           f"recon={info['recon']} x{info['recon_weight']:g}  anneal={info['anneal_steps']} steps")
     print(f"latents     z_shared {info['z_shared']}  z_exclusive {info['z_exclusive']}")

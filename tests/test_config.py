@@ -97,6 +97,15 @@ def test_info_table_and_override():
     assert "total" in out.stdout and "[8, 4, 4]" in out.stdout
 
 
+def test_info_shows_model_options():
+    out = _iiae("info", "recipes/mnist_cdcb_cpu.yaml", "--json")
+    model = json.loads(out.stdout)["model"]
+    assert model["shared_input_norm"] is True and model["shared_channels"] == [64, 128]
+    out = _iiae("info", "recipes/mnist_cdcb_cpu.yaml")
+    assert "shared_input_norm" in out.stdout and "channels shared [64, 128]" in out.stdout
+    assert "shared_input_norm" not in _iiae("info", "recipes/mnist_cdcb.yaml").stdout
+
+
 @pytest.mark.parametrize("args,needle", [
     (["info", "recipes/debug.yaml", "data.batch_size=0"], "recipes/debug.yaml: data.batch_size"),
     (["info", "recipes/nope.yaml"], "recipes/nope.yaml: recipe file not found"),
