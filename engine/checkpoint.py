@@ -2,14 +2,21 @@
 name and renamed only when complete, so a crash never leaves a half checkpoint that `--resume` would pick."""
 from __future__ import annotations
 
+import errno
+import json
+import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Optional
 
 from accelerate import Accelerator
 
+from .errors import UserError
+
 PATTERN = re.compile(r"^checkpoint_(\d+)$")
+STATE_FILE = "train_state.json"  # the loop's own state (step, data position, seeds, selection), JSON
 
 
 def checkpoint_dir(run: Path) -> Path:
@@ -30,9 +37,10 @@ def latest_checkpoint(run: Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int) -> Path:
-    """Every rank writes its part (RNG states, shards) into the temporary folder; the main rank renames
-    it and drops checkpoints beyond the newest `keep`."""
+def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, state) -> Path:
+    """Every rank writes its part (RNG states, shards) into the temporary folder, the main rank adds `state` as
+    `train_state.json`, renames the folder and drops checkpoints beyond the newest `keep`. A failed write (disk
+    full) removes the temporary folder and raises one line; the newest complete checkpoint is untouched."""
     root = checkpoint_dir(run)
     final = root / f"checkpoint_{step}"
     tmp = root / f".tmp-checkpoint_{step}"
@@ -40,7 +48,15 @@ def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int) -
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(state.state_dict()))
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = latest_checkpoint(run)
+        intact = f"{kept.name} is intact" if kept is not None else "no earlier checkpoint exists"
+        raise UserError(f"{_write_failure(err, root)} while writing checkpoint {step} in {root}; {intact}") from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -49,3 +65,50 @@ def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int) -
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _write_failure(err: BaseException, where: Path) -> str:
+    """"no space left on device" when that is the cause (torch's writer reports it as "unexpected pos" or "file
+    write failed", without an errno), else the error's first line."""
+    chain = [err, err.__cause__, err.__context__]
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or shutil.disk_usage(where).free < 1 << 24:
+        return "no space left on device"
+    return _first_line(err)
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
+    """Restore model, optimizer, scheduler, RNG states (accelerate) and `state` (train_state.json).
+
+    Nothing here runs code from the checkpoint: accelerate reads tensors and its RNG pickles with
+    `weights_only=True` (tensors, numpy arrays and builtins only); the pickles are checked first so a refused
+    file stops the resume instead of being skipped with an info log; accelerate's own custom-object pickles
+    (`custom_checkpoint_*.pkl`, read with `weights_only=False`) are never loaded."""
+    from accelerate.utils import load
+
+    if list(checkpoint.glob("custom_checkpoint_*.pkl")) or not (checkpoint / STATE_FILE).is_file():
+        raise UserError(f"{checkpoint}: no {STATE_FILE} (a checkpoint of an older engine, or not this engine's); "
+                        "its pickled state is not loaded: start a new run, or use its weights as a model")
+    with warnings.catch_warnings():  # torch warns about the pickle protocol of the very files it then refuses
+        warnings.simplefilter("ignore")
+        for pickled in sorted(checkpoint.glob("random_states_*.pkl")):
+            try:
+                load(pickled)
+            except Exception as err:
+                raise UserError(f"{pickled}: refused: {_load_failure(err)}") from None
+        try:
+            state.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
+            accelerator.load_state(str(checkpoint))
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(f"{checkpoint}: cannot resume from it: {_load_failure(err)}") from None
+
+
+def _load_failure(err: BaseException) -> str:
+    if isinstance(err, pickle.UnpicklingError):  # weights_only met something that is not plain data
+        return "it holds objects other than tensors, numpy arrays and builtins, which are never unpickled"
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -6,7 +6,7 @@ Every command loads recipes through `load_recipe`, so a malformed recipe fails t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from .errors import UserError
@@ -102,7 +102,7 @@ class DataConfig(_Strict):
 
 class OptimConfig(_Strict):
     lr: PositiveFloat = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.5, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: float = Field(0.0, ge=0.0)
     # "constant" is the paper; "cosine" decays lr to lr·min_lr_ratio over train.max_steps
@@ -135,7 +135,7 @@ class TrainConfig(_Strict):
 
 class Recipe(_Strict):
     name: str
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31)  # numpy's seeds are 32-bit; set_seed adds the rank
     model: ModelConfig
     objective: ObjectiveConfig
     data: DataConfig

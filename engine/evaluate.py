@@ -88,10 +88,12 @@ def _device(model: torch.nn.Module, device) -> torch.device:
 
 @torch.no_grad()
 def _embed_many(model, batches: Iterable[dict], specs: list[tuple[str, str]], device=None, progress=True, total=None):
-    """One pass over `batches` computing every (domain, which) embedding of `specs`; also returns the labels."""
+    """One pass over `batches` computing every (domain, which) embedding of `specs`; also returns the labels and
+    how many images had another size or mode than the dataset's (converted on the way)."""
     device = _device(model, device)
     outs: list[list[torch.Tensor]] = [[] for _ in specs]
     labels: list[torch.Tensor] = []
+    resized = 0
     encoders = {"shared": model.encode_shared, "exclusive": model.encode_exclusive}
     unknown = {w for _, w in specs} - encoders.keys()
     if unknown:
@@ -103,10 +105,11 @@ def _embed_many(model, batches: Iterable[dict], specs: list[tuple[str, str]], de
                 v = batch[domain] if domain in batch else batch["v"]
                 out.append(encoders[which](v.to(device), domain).flatten(1).float())
             labels.append(batch["cls"])
+            resized = batch.get("resized", 0)  # a running count: the last batch holds the total
             bar.update(len(batch["cls"]))
     if not labels:
         raise UserError("the evaluation split is empty")
-    return [torch.cat(o) for o in outs], torch.cat(labels)
+    return [torch.cat(o) for o in outs], torch.cat(labels), resized
 
 
 def embed(model, batches: Iterable[dict], domain: str, which: str = "shared", device=None, progress: bool = True) -> torch.Tensor:
@@ -114,7 +117,7 @@ def embed(model, batches: Iterable[dict], domain: str, which: str = "shared", de
 
     The model runs in eval mode without gradients (its mode is restored); inputs go to `device` (default: the
     model's), and so do the embeddings."""
-    (out,), _ = _embed_many(model, batches, [(domain, which)], device, progress)
+    (out,), _, _ = _embed_many(model, batches, [(domain, which)], device, progress)
     return out
 
 
@@ -126,13 +129,15 @@ def _count(info, split: str, limit: Optional[int], domain: Optional[str] = None)
 
 
 def _image_size(model) -> Optional[int]:
-    return model.recipe.model.image_size if model.recipe.model.arch != "mlp" else None
+    from .models import input_kind
+
+    return model.recipe.model.image_size if input_kind(model.recipe.model) == "image" else None
 
 
 def _check_compatible(model, info) -> None:
-    wants = "feature" if model.recipe.model.arch == "mlp" else "image"
-    if info.kind != wants:
-        raise UserError(f"dataset {info.name} holds {info.kind}s but the model (arch {model.recipe.model.arch}) reads {wants}s")
+    from .models import check_fits
+
+    check_fits(model.recipe.model, info, where="the model's model")
 
 
 def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
@@ -147,13 +152,14 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     total = _count(info, split, limit)
     batches = iter_eval_batches(info, split, batch_size, image_size=_image_size(model), limit=limit)
     specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
-    (sx, sy, ex, ey), labels = _embed_many(model, batches, specs, device, progress, total)
+    (sx, sy, ex, ey), labels, resized = _embed_many(model, batches, specs, device, progress, total)
     return {
         "recall_at_1_x2y": recall_at_1(sx, sy),
         "recall_at_1_y2x": recall_at_1(sy, sx),
         "exclusive_recall_at_1_x2y": recall_at_1(ex, ey),
         "exclusive_recall_at_1_y2x": recall_at_1(ey, ex),
         "n": len(labels),
+        "resized_samples": resized,
     }
 
 
@@ -164,17 +170,20 @@ def sketchy_metrics(model, info, split: str, *, batch_size: int = 256, limit: Op
     from .data import iter_eval_batches
 
     _check_compatible(model, info)
-    codes, labels = {}, {}
+    codes, labels, resized = {}, {}, 0
     for domain in ("x", "y"):
         total = _count(info, split, limit, domain)
         batches = iter_eval_batches(info, split, batch_size, domain=domain, limit=limit)
-        (codes[domain],), labels[domain] = _embed_many(model, batches, [(domain, "shared")], device, progress, total)
+        (codes[domain],), labels[domain], odd = _embed_many(model, batches, [(domain, "shared")], device, progress,
+                                                            total)
+        resized += odd
     q, g, sketch_cls, photo_cls = codes["x"], codes["y"], labels["x"], labels["y"]
     return {
         "map_all": mean_average_precision(q, g, sketch_cls, photo_cls),
         "precision_at_100": precision_at_k(q, g, sketch_cls, photo_cls, k=min(100, len(g))),
         "n_sketches": len(q),
         "n_photos": len(g),
+        "resized_samples": resized,
     }
 
 
@@ -194,6 +203,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--no-verify", action="store_true", help="skip checking each shard's sha256 against dataset.json")
 
 
 def default_device(device: Optional[str]) -> torch.device:
@@ -215,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     device = default_device(args.device)
     _, run_dir = resolve_run(args.run)
     model = load_model(args.run, device)
-    info = load_dataset_info(args.data or model.recipe.data.root)
+    info = load_dataset_info(args.data or model.recipe.data.root, verify=not args.no_verify)
     metrics = evaluate(model, info, args.split, batch_size=args.batch_size, limit=args.limit, device=device,
                        progress=not args.json)
     if args.fidelity:

@@ -1,9 +1,11 @@
 """One optimizer step of IIAE training: the code `engine/train.py` runs and `benchmarks/` measures."""
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 
@@ -18,7 +20,7 @@ class TrainingDiverged(UserError):
 
 @dataclass
 class TrainState:
-    """Everything beyond model/optimizer/RNG that a resumed run needs (checkpointed by accelerate)."""
+    """Everything beyond model/optimizer/RNG that a resumed run needs (`train_state.json` in each checkpoint)."""
 
     seed: int
     selector: Selector
@@ -37,13 +39,16 @@ class TrainState:
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self.rng))
 
     def state_dict(self) -> dict:
+        """JSON-native: checkpoints store it as `train_state.json`, never as pickle."""
         keys = ("step", "data_epoch", "batch_in_epoch", "train_seconds")
-        return {**{k: getattr(self, k) for k in keys}, "rng": self.rng.get_state(), "selector": self.selector.state_dict()}
+        rng = base64.b64encode(self.rng.get_state().numpy().tobytes()).decode("ascii")
+        return {**{k: getattr(self, k) for k in keys}, "rng": rng, "selector": self.selector.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("step", "data_epoch", "batch_in_epoch", "train_seconds"):
             setattr(self, key, state[key])
-        self.rng.set_state(state["rng"])
+        rng = np.frombuffer(base64.b64decode(state["rng"]), dtype=np.uint8)
+        self.rng.set_state(torch.from_numpy(rng.copy()))
         self.selector.load_state_dict(state["selector"])
 
 

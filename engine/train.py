@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -26,14 +27,14 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 import kernels
-from engine.checkpoint import latest_checkpoint, save_checkpoint
+from engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.config import flat_hparams, load_recipe, save_recipe
-from engine.data import load_dataset_info, make_train_loader
+from engine.data import load_dataset_info, make_train_loader, train_batches_per_epoch
 from engine.errors import UserError
 from engine.logging_utils import MetricsLog, plot_curves
-from engine.models import IIAE
+from engine.models import IIAE, check_fits
 from engine.objective import annealing
-from engine.run_dir import claim_output_dir
+from engine.run_dir import RunLock, check_output_dir, claim_output_dir
 from engine.selection import Selector
 from engine.step import TrainState, train_step
 
@@ -46,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class StopFlag:
-    """SIGTERM/SIGINT: finish the current step, checkpoint, exit non-zero."""
+    """SIGTERM/SIGINT: finish the current step, checkpoint, exit non-zero. A second signal exits at once (a step
+    that never ends, a checkpoint write that hangs): the newest complete checkpoint stays as it was."""
 
     def __init__(self):
         self.signal = None
@@ -54,6 +56,12 @@ class StopFlag:
             signal.signal(sig, self._set)
 
     def _set(self, signum, _frame):
+        name = signal.Signals(signum).name
+        if self.signal is not None:
+            _say(f"second {name}: exiting now; the newest complete checkpoint is kept (resume: the same command "
+                 "plus --resume)")
+            os._exit(128 + signum)
+        _say(f"{name}: stopping after this step (a second {name} exits at once)")
         self.signal = signum
 
     def agreed(self, accelerator: Accelerator) -> bool:
@@ -62,6 +70,10 @@ class StopFlag:
         if accelerator.num_processes > 1:
             flag = accelerator.reduce(flag, reduction="sum")
         return bool(flag > 0)
+
+
+def _say(line: str) -> None:
+    os.write(2, f"\n{line}\n".encode())  # not print(): a handler may interrupt a print on the same stream
 
 
 def batch_stream(recipe, info, accelerator: Accelerator, state: TrainState):
@@ -105,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     cfg = recipe.train
-    out = Path(cfg.output_dir)
+    out = check_output_dir(cfg.output_dir, {"data.root": recipe.data.root})
+    lock = RunLock(out)  # taken by the main process when it claims the folder; released by end_run
+    try:
+        return _train(args, recipe, out, lock)
+    finally:
+        lock.release()
+
+
+def _train(args: argparse.Namespace, recipe, out: Path, lock: RunLock) -> int:
+    cfg = recipe.train
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # without it, CPU ranks do not synchronise gradients
         mixed_precision=cfg.mixed_precision,
@@ -119,8 +140,10 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- run folder, data, model, optimizer ------------------------------------------------------------
     info = load_dataset_info(recipe.data.root, verify=main_proc)
+    check_fits(recipe.model, info)
+    train_batches_per_epoch(recipe, info, accelerator.num_processes)  # refuses a batch that cannot fit, early
     if main_proc:
-        claim_output_dir(out, resume=resume, explicit_resume=args.resume, overwrite=args.overwrite)
+        claim_output_dir(out, resume=resume, explicit_resume=args.resume, overwrite=args.overwrite, lock=lock)
         save_recipe(recipe, out / "recipe.yaml")
     accelerator.wait_for_everyone()
     checkpoint = latest_checkpoint(out) if resume else None
@@ -138,9 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.compile:
         model = torch.compile(model)
     state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
-    accelerator.register_for_checkpointing(state)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        load_checkpoint(accelerator, checkpoint, state)
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
     raw_model: IIAE = accelerator.unwrap_model(model)
 
@@ -162,48 +184,53 @@ def run(args: argparse.Namespace) -> int:
     stream = batch_stream(recipe, info, accelerator, state)
     bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not main_proc, desc=recipe.name, dynamic_ncols=True)
     model.train()
-    while state.step < cfg.max_steps:
-        tick = time.perf_counter()
-        micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
-        terms = train_step(accelerator, model, optimizer, micro, step=state.step, seed=state.next_seed(),
-                           check_finite=cfg.check_finite, max_grad_norm=cfg.max_grad_norm)
-        scheduler.step()
-        state.step += 1
-        state.train_seconds += time.perf_counter() - tick
-        bar.update(1)
+    try:
+        while state.step < cfg.max_steps:
+            tick = time.perf_counter()
+            micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
+            terms = train_step(accelerator, model, optimizer, micro, step=state.step, seed=state.next_seed(),
+                               check_finite=cfg.check_finite, max_grad_norm=cfg.max_grad_norm)
+            scheduler.step()
+            state.step += 1
+            state.train_seconds += time.perf_counter() - tick
+            bar.update(1)
 
-        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-            values = {k: v.item() for k, v in terms.items()}
-            values.update(lr=scheduler.get_last_lr()[0], c_t=annealing(state.step - 1, recipe.objective.anneal_steps), train_seconds=state.train_seconds,
-                          skipped_samples=int(micro[-1].get("skipped", 0)))
-            accelerator.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
-            log.write(state.step, "train", values)
-            bar.set_postfix(loss=f"{values['loss']:.4g}", c_t=f"{values['c_t']:.3f}")
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                values = {k: v.item() for k, v in terms.items()}
+                values.update(lr=scheduler.get_last_lr()[0], c_t=annealing(state.step - 1, recipe.objective.anneal_steps), train_seconds=state.train_seconds,
+                              skipped_samples=int(micro[-1].get("skipped", 0)),
+                              resized_samples=int(micro[-1].get("resized", 0)))
+                accelerator.log({f"train/{k}": v for k, v in values.items()}, step=state.step)
+                log.write(state.step, "train", values)
+                bar.set_postfix(loss=f"{values['loss']:.4g}", c_t=f"{values['c_t']:.3f}")
 
-        if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-            if main_proc:
-                metrics = validation_metrics(raw_model, recipe, info, accelerator.device)
-                metrics["train_seconds"] = state.train_seconds
-                log.write(state.step, "valid", metrics)
-                accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state.step)
-                if cfg.selection == "best" and "recall_at_1_x2y" in metrics and state.selector.update(state.step, metrics):
-                    _save_best(raw_model, out, state.step, metrics)
-                bar.write(f"step {state.step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-                plot_curves(out / "metrics.jsonl", out / "curves.png", title=recipe.name)
-            accelerator.wait_for_everyone()
+            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                if main_proc:
+                    metrics = validation_metrics(raw_model, recipe, info, accelerator.device)
+                    metrics["train_seconds"] = state.train_seconds
+                    log.write(state.step, "valid", metrics)
+                    accelerator.log({f"valid/{k}": v for k, v in metrics.items()}, step=state.step)
+                    if cfg.selection == "best" and "recall_at_1_x2y" in metrics and state.selector.update(state.step, metrics):
+                        _save_best(raw_model, out, state.step, metrics)
+                    bar.write(f"step {state.step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                    plot_curves(out / "metrics.jsonl", out / "curves.png", title=recipe.name)
+                accelerator.wait_for_everyone()
 
-        if sample_batch is not None and state.step % cfg.sample_every == 0:
-            _save_samples(raw_model, sample_batch, out / "samples" / f"step_{state.step:07d}.png", accelerator.device)
+            if sample_batch is not None and state.step % cfg.sample_every == 0:
+                _save_samples(raw_model, sample_batch, out / "samples" / f"step_{state.step:07d}.png", accelerator.device)
 
-        stopping = stop.agreed(accelerator)
-        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps or stopping:
-            save_checkpoint(accelerator, out, state.step, cfg.keep_checkpoints)
-        if stopping:
-            bar.close()
-            name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
-            accelerator.print(f"stopped by {name} after step {state.step}; checkpoint saved in {out / 'checkpoints'}.\n"
-                              f"resume with: the same command plus --resume")
-            return end_run(accelerator, 128 + (stop.signal or signal.SIGTERM))
+            stopping = stop.agreed(accelerator)
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps or stopping:
+                save_checkpoint(accelerator, out, state.step, cfg.keep_checkpoints, state)
+            if stopping:
+                bar.close()
+                name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
+                accelerator.print(f"stopped by {name} after step {state.step}; checkpoint saved in {out / 'checkpoints'}.\n"
+                                  f"resume with: the same command plus --resume")
+                return end_run(accelerator, 128 + (stop.signal or signal.SIGTERM), lock)
+    except BaseException:  # the error line goes below the bar, not above it
+        bar.close()
+        raise
 
     bar.close()
     if main_proc:
@@ -213,10 +240,10 @@ def run(args: argparse.Namespace) -> int:
             _save_best(raw_model, out, state.step, {"selection": "last"})
         plot_curves(out / "metrics.jsonl", out / "curves.png", title=recipe.name)
         accelerator.print(f"done: {state.step} steps, {state.train_seconds:.1f} s of training; model in {out / 'best'}")
-    return end_run(accelerator, 0)
+    return end_run(accelerator, 0, lock)
 
 
-def end_run(accelerator: Accelerator, code: int) -> int:
+def end_run(accelerator: Accelerator, code: int, lock: RunLock | None = None) -> int:
     """Ends the run on every rank: trackers finished, process group destroyed, exit code `code`.
 
     DDP keeps its gloo process group alive past `destroy_process_group` (torch leaks it), and the group's
@@ -226,6 +253,8 @@ def end_run(accelerator: Accelerator, code: int) -> int:
     several = accelerator.num_processes > 1
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if lock is not None:
+        lock.release()
     if several:
         logging.shutdown()
         sys.stdout.flush()
@@ -235,9 +264,15 @@ def end_run(accelerator: Accelerator, code: int) -> int:
 
 
 def _save_best(model: IIAE, out: Path, step: int, metrics: dict) -> None:
-    best = out / "best"
-    model.save_pretrained(best)
-    (best / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+    """Write into a temporary folder, then move each file into best/ atomically, weights before selection.json:
+    a crash at any moment leaves a best/ that loads."""
+    best, tmp = out / "best", out / "best" / ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+    for name in sorted(p.name for p in tmp.iterdir() if p.name != "selection.json") + ["selection.json"]:
+        os.replace(tmp / name, best / name)
+    tmp.rmdir()
 
 
 def _sample_batch(recipe, info, n: int = 8) -> dict:

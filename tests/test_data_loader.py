@@ -61,7 +61,7 @@ def test_train_batches_are_real_pairs_in_minus_one_one(debug_data):
     pairs = by_pixels(info)
     seen = set()
     for b in batches:
-        assert set(b) == {"x", "y", "cls", "skipped"} and b["skipped"] == 0
+        assert set(b) == {"x", "y", "cls", "skipped", "resized"} and b["skipped"] == b["resized"] == 0
         assert b["x"].shape == b["y"].shape == (8, 3, 32, 32) and b["x"].dtype == torch.float32
         assert b["cls"].dtype == torch.long and b["x"].min() >= -1 and b["x"].max() <= 1
         for x, y, c in zip(b["x"], b["y"], b["cls"]):
@@ -179,7 +179,7 @@ def test_eval_every_sample_once_in_key_order(debug_data):
     assert [k for b in limited for k in b["key"]] == keys[:25] and len(limited[-1]["key"]) == 5
     assert torch.equal(limited[1]["x"], batches[1]["x"])
     (one,) = iter_eval_batches(info, "valid", 64, image_size=64, domain="y", limit=3)
-    assert set(one) == {"v", "cls", "key"} and one["v"].shape == (3, 3, 64, 64)
+    assert set(one) == {"v", "cls", "key", "resized"} and one["v"].shape == (3, 3, 64, 64)
 
 
 # ------------------------------------------------------------------------------------------ Sketchy

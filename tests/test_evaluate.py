@@ -53,7 +53,7 @@ class IdentityCodes(nn.Module):
     def __init__(self, arch="image", image_size=32):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
-        self.recipe = SimpleNamespace(model=SimpleNamespace(arch=arch, image_size=image_size))
+        self.recipe = SimpleNamespace(model=SimpleNamespace(arch=arch, image_size=image_size, channels=3))
         self.calls = []
 
     def encode_shared(self, v, domain):
@@ -85,7 +85,8 @@ def test_sketchy_metrics_known_answers(tmp_path):
     info = load_dataset_info(_sketchy_dataset(tmp_path / "sk"))
     m = sketchy_metrics(IdentityCodes(arch="mlp"), info, "test", batch_size=4, progress=False)
     # identical features within a class: every photo of the sketch's class ranks first
-    assert m == {"map_all": 1.0, "precision_at_100": pytest.approx(5 / 20), "n_sketches": 12, "n_photos": 20}
+    assert m == {"map_all": 1.0, "precision_at_100": pytest.approx(5 / 20), "n_sketches": 12, "n_photos": 20,
+                 "resized_samples": 0}
     assert evaluate(IdentityCodes(arch="mlp"), info, "test", progress=False)["map_all"] == 1.0
     with pytest.raises(UserError, match="per-domain"):
         paired_metrics(IdentityCodes(arch="mlp"), info, "test")

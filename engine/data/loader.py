@@ -5,13 +5,14 @@ a second time.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
 from ..config import Recipe
 from ..errors import DataError
-from .samples import decode_cls, decode_field
+from .samples import decode_cls, decode_fitted
 from .shards import CorruptShard, DatasetInfo, read_shard
 from .stream import to_tensor
 
@@ -36,14 +37,31 @@ def train_batches_per_epoch(recipe: Recipe, info: DatasetInfo, world_size: int) 
     else:
         split = info.split("train")
         per_step = recipe.data.batch_size
+        _check_batch_fits(recipe, info, split.count, world_size)
     return max(1, split.count // (per_step * world_size))
 
 
+def _check_batch_fits(recipe: Recipe, info: DatasetInfo, count: int, world_size: int) -> None:
+    """Refuse, before anything is allocated, a batch larger than the training split or than half this machine's
+    memory (a float32 x and y per sample, twice: the batch being built and the one in use)."""
+    batch = recipe.data.batch_size
+    if batch * world_size > count:
+        raise DataError(f"data.batch_size: {batch} × {world_size} rank(s) exceeds the {count} samples of the train "
+                        f"split of {info.root}; expected at most {max(1, count // world_size)}")
+    side = recipe.model.image_size if info.kind == "image" else 1
+    per_sample = 2 * 4 * (recipe.model.channels * side * side if info.kind == "image" else recipe.model.feature_dim)
+    need, have = 2 * batch * per_sample, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have // 2:
+        raise DataError(f"data.batch_size: {batch} needs about {need / 2**30:.1f} GiB for its batches, more than half "
+                        f"of this machine's {have / 2**30:.1f} GiB; expected a smaller batch")
+
+
 class TrainLoader:
-    """One data epoch of one rank: exactly `len(self)` batches `{"x", "y", "cls", "skipped"}` on CPU.
+    """One data epoch of one rank: exactly `len(self)` batches `{"x", "y", "cls", "skipped", "resized"}` on CPU.
 
     `batch["skipped"]`: training samples skipped so far in this epoch on this rank (corrupt, truncated or
-    undecodable data), summed over the DataLoader workers.
+    undecodable data); `batch["resized"]`: images so far that had another size or mode than the dataset's and
+    were converted. Both summed over the DataLoader workers.
     """
 
     def __init__(self, batches: Iterable[dict[str, Any]], length: int):
@@ -53,10 +71,12 @@ class TrainLoader:
         return self._length
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        per_worker: dict[int, int] = {}
+        per_worker: dict[str, dict[int, int]] = {"skipped": {}, "resized": {}}
         for batch in self._batches:
-            per_worker[batch.pop("worker", 0)] = batch["skipped"]
-            batch["skipped"] = sum(per_worker.values())
+            worker = batch.pop("worker", 0)
+            for name, counts in per_worker.items():
+                counts[worker] = batch.get(name, 0)
+                batch[name] = sum(counts.values())
             yield batch
 
 
@@ -97,10 +117,12 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
                       domain: Optional[str] = None, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
     """Every sample of `split` exactly once (the first `limit` only, if given), in key order.
 
-    domain=None (paired datasets): `{"x", "y", "cls", "key"}`; domain="x"|"y" (required for per-domain
-    datasets such as Sketchy: x = sketch, y = photo): `{"v", "cls", "key"}`. Images are float [B,3,H,W] in
-    [−1, 1], resized to `image_size` if given; features float32 [B,F]; `cls` −1 where absent; `key` a list.
-    Any corrupt, truncated or short shard raises DataError naming it.
+    domain=None (paired datasets): `{"x", "y", "cls", "key", "resized"}`; domain="x"|"y" (required for
+    per-domain datasets such as Sketchy: x = sketch, y = photo): `{"v", "cls", "key", "resized"}`. Images are
+    float [B,3,H,W] in [−1, 1], resized to `image_size` if given; features float32 [B,F]; `cls` −1 where absent;
+    `key` a list. An image of another size or mode than the dataset's is converted as in training; `resized`
+    counts those so far (the last batch holds the total). Any corrupt, truncated or short shard, or undecodable
+    sample, raises DataError naming it.
     """
     if limit == 0:
         return
@@ -108,13 +130,14 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
     names = ("x", "y") if domain is None else ("v",)
     shards = info.split(split, domain).shards
     rows: list[tuple] = []
-    seen, previous = 0, ""
+    seen, previous, resized = 0, "", 0
 
     def batch() -> dict[str, Any]:
         columns = list(zip(*rows))
         out = {name: to_tensor(list(col), image_size) for name, col in zip(names, columns)}
         out["cls"] = torch.tensor(columns[-2], dtype=torch.long)
         out["key"] = list(columns[-1])
+        out["resized"] = resized
         return out
 
     for shard in shards:
@@ -125,10 +148,12 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
             for sample in read_shard(path):
                 key = sample["__key__"]
                 try:
-                    values = [decode_field(sample, f) for f in fields]
+                    fitted = [decode_fitted(sample, f, info.image_size) for f in fields]
                     label = decode_cls(sample)
                 except Exception as err:
                     raise DataError(f"{path}: key {key}: unreadable sample ({err}); {fail}") from None
+                values = [value for value, _ in fitted]
+                resized += sum(odd is not None for _, odd in fitted)
                 if key <= previous:
                     raise DataError(f"{path}: key {key} is out of order (after {previous}); {fail}")
                 previous = key

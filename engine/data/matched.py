@@ -49,7 +49,7 @@ def _materialise(info: DatasetInfo) -> tuple[dict[str, tuple[np.ndarray, np.ndar
 
 
 class ClassMatchedBatches:
-    """Yields `{"x", "y", "cls", "skipped"}` for steps first_step .. steps-1 of one (epoch, rank)."""
+    """Yields `{"x", "y", "cls", "skipped", "resized"}` for steps first_step .. steps-1 of one (epoch, rank)."""
 
     def __init__(self, info: DatasetInfo, *, seed: int, epoch: int, rank: int, first_step: int, steps: int):
         domains, self.skipped = _materialise(info)
@@ -73,4 +73,4 @@ class ClassMatchedBatches:
             xi = self.x_start + rng.integers(0, self.x_count)
             yi = self.y_start + rng.integers(0, self.y_count)
             yield {"x": torch.from_numpy(self.xv[xi]), "y": torch.from_numpy(self.yv[yi]), "cls": labels.clone(),
-                   "skipped": self.skipped}
+                   "skipped": self.skipped, "resized": 0}  # features: nothing to resize

@@ -52,13 +52,34 @@ def has_field(sample: dict[str, Any], field: str) -> bool:
 
 def decode_field(sample: dict[str, Any], field: str) -> np.ndarray:
     """uint8 HxWx3 for an image, float32 [F] for a feature vector. Raises on missing or undecodable bytes."""
+    return decode_fitted(sample, field, None)[0]
+
+
+def decode_fitted(sample: dict[str, Any], field: str, size: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
+    """decode_field, with an image of another mode or (given `size`) another size than size×size converted to
+    RGB uint8 (16-bit scaled, not clipped) and resized (bilinear, antialiased when shrinking). Also returns what
+    was changed ("48×32 L"), or None. Pillow's decompression-bomb limit is a decode error, warning zone included."""
     if f"{field}.png" in sample:
         from PIL import Image
 
         with Image.open(io.BytesIO(sample[f"{field}.png"])) as img:
-            return np.asarray(img.convert("RGB"))
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:  # Pillow only warns below twice its limit
+                raise Image.DecompressionBombError(f"{img.width}×{img.height} image exceeds Pillow's limit of "
+                                                   f"{limit} pixels (decompression bomb?)")
+            if img.mode == "RGB" and (size is None or img.size == (size, size)):
+                return np.asarray(img), None
+            odd = f"{img.width}×{img.height} {img.mode}"
+            if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grey: Pillow's convert would clip at 255
+                grey = np.clip(np.asarray(img, dtype=np.float32), 0, 65535) / 257
+                img = Image.fromarray(np.rint(grey).astype(np.uint8), mode="L")
+            img = img.convert("RGB")
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)  # Pillow's filters antialias downscaling
+            return np.asarray(img), odd
     if f"{field}.npy" in sample:
-        return np.load(io.BytesIO(sample[f"{field}.npy"]), allow_pickle=False).astype(np.float32, copy=False)
+        value = np.load(io.BytesIO(sample[f"{field}.npy"]), allow_pickle=False).astype(np.float32, copy=False)
+        return value, None
     raise KeyError(f"no {field}.png or {field}.npy")
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import DataError
-from .samples import decode_cls, decode_field
+from .samples import decode_cls, decode_fitted
 from .shards import DatasetInfo, SkipLog, read_valid_samples
 
 FIELDS = ("x", "y")
@@ -53,16 +53,18 @@ def to_tensor(values: list[np.ndarray], size: Optional[int]) -> torch.Tensor:
 
 
 class PairStream(IterableDataset):
-    """Yields batches `{"x", "y", "cls", "skipped", "worker"}` forever; the loader cuts the epoch."""
+    """Yields batches `{"x", "y", "cls", "skipped", "resized", "worker"}` forever; the loader cuts the epoch."""
 
     def __init__(self, info: DatasetInfo, *, seed: int, epoch: int, rank: int, world_size: int, batch_size: int,
                  shuffle_buffer: int, skip_batches: int, image_size: Optional[int], cache: bool = False):
         super().__init__()
         self.root, self.fix_command = info.root, info.fix_command()
-        self.shards = info.split("train").shards
+        # an empty shard has nothing to draw (and a share of only empty ones would have zero weights)
+        self.shards = [s for s in info.split("train").shards if s.count]
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.batch_size, self.shuffle_buffer, self.skip = batch_size, shuffle_buffer, skip_batches
         self.image_size = image_size
+        self.fit_size = info.image_size  # each image is first brought to the dataset's own size
         self.cache = cache
         self.counts = {str(self.root / s.file): s.count for s in self.shards}
 
@@ -96,7 +98,8 @@ class PairStream(IterableDataset):
             if index >= own_skip:
                 xs, ys, labels = zip(*batch)
                 yield {"x": to_tensor(list(xs), self.image_size), "y": to_tensor(list(ys), self.image_size),
-                       "cls": torch.tensor(labels, dtype=torch.long), "skipped": log.count, "worker": logical}
+                       "cls": torch.tensor(labels, dtype=torch.long), "skipped": log.count,
+                       "resized": log.resized, "worker": logical}
 
     def _samples(self, share, rng: random.Random, log: SkipLog) -> Iterator[dict[str, Any]]:
         dead: set[str] = set()  # shards that gave no sample at all: not drawn again
@@ -131,11 +134,17 @@ class PairStream(IterableDataset):
                 continue
             shard = self.root / sample["__shard__"]
             try:
-                record = decode_field(sample, "x"), decode_field(sample, "y"), decode_cls(sample)
-            except Exception as err:  # garbage bytes inside an intact tar
+                (x, odd_x), (y, odd_y) = (decode_fitted(sample, f, self.fit_size) for f in FIELDS)
+                record = x, y, decode_cls(sample)
+            except Exception as err:  # garbage bytes inside an intact tar (a decompression bomb included)
                 log.lost(shard, f"{shard}: key {sample['__key__']}: undecodable ({err}); skipped 1 sample", 1)
                 filling[str(shard)] = None
                 continue
+            for field, odd in (("x", odd_x), ("y", odd_y)):
+                if odd is not None:
+                    log.converted(shard, f"{shard}: key {sample['__key__']}: {field} is a {odd} image, not "
+                                         f"{self.fit_size}×{self.fit_size} RGB: converted")
+                    filling[str(shard)] = None  # not cached, so every epoch counts it as the uncached stream does
             if self.cache:
                 self._remember(filling, shard, sample["__key__"], record)
             yield record

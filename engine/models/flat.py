@@ -7,6 +7,7 @@ from torch import nn
 
 from .blocks import ConvExclusiveEncoder, GaussianMLP, IIAEParts, JointHead, bn1d, conv_trunk, deconv_stack
 
+INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
 
 

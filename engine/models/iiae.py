@@ -19,6 +19,7 @@ from torch.nn import functional as F
 import kernels
 
 from ..config import Recipe, recipe_from_dict
+from ..errors import UserError
 from ..objective import KLTerms, iiae_loss
 from .blocks import init_weights
 
@@ -93,7 +94,12 @@ class IIAE(
         # strict by default: a missing or extra tensor is an error, never a silently random layer.
         # The mixin prints "Loading weights from local directory"; keep stdout clean for --json output.
         with contextlib.redirect_stdout(io.StringIO()):
-            return super()._from_pretrained(strict=strict, **kwargs)
+            model = super()._from_pretrained(strict=strict, **kwargs)
+        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # a diverged run's weights would evaluate at chance and look like a result
+            raise UserError(f"{kwargs.get('model_id')}: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); "
+                            "refusing to load non-finite weights")
+        return model
 
     # ---- encoders -------------------------------------------------------------------------------------
     def _clip(self, logvar: torch.Tensor) -> torch.Tensor:

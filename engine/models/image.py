@@ -11,6 +11,7 @@ from torch import nn
 
 from .blocks import ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, conv_trunk, deconv_stack
 
+INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
 
 

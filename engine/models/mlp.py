@@ -6,6 +6,7 @@ from torch import nn
 
 from .blocks import GaussianMLP, IIAEParts, JointHead, mlp
 
+INPUT_KIND = "feature"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
 
 

@@ -25,6 +25,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of the SketchyVGG .npy files")
 
 
+def _load_array(src: Path, path: Path, expected: str, cast: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array: it loads only through pickle, which can run any code
+            raise DataError(f"{path}: an object array (loading it would unpickle it); expected {expected} — "
+                            f"convert it once, if you trust the file: `p = {str(path)!r}; "
+                            f"np.save(p, np.load(p, allow_pickle=True).astype({cast}))`") from None
+        raise DataError(f"--src {src}: unreadable {path.name} ({err})") from None
+    except Exception as err:
+        raise DataError(f"--src {src}: unreadable {path.name} ({err})") from None
+
+
 def _load(src: Path, split: str, domain: str) -> tuple[np.ndarray, list[str]]:
     stem = f"{split}_{FILE_STEM[domain]}"
     feats, paths = src / f"{stem}_features.npy", src / f"{stem}_paths.npy"
@@ -32,12 +45,11 @@ def _load(src: Path, split: str, domain: str) -> tuple[np.ndarray, list[str]]:
         if not path.is_file():
             raise DataError(f"--src {src}: {path.name} is missing (SketchyVGG layout: "
                             f"{{train,test}}_{{sketch,image}}_{{features,paths}}.npy)")
-    try:
-        values = np.load(feats, allow_pickle=False)
-        # path arrays may be object arrays, which only load through pickle; they come with the raw dataset
-        names = [str(p) for p in np.load(paths, allow_pickle=True).reshape(-1)]
-    except Exception as err:
-        raise DataError(f"--src {src}: unreadable {stem}_*.npy ({err})") from None
+    values = _load_array(src, feats, "float32 features", "'float32'")
+    names_arr = _load_array(src, paths, "'<class>/<file>' strings", "str")
+    if names_arr.dtype.kind not in "US":
+        raise DataError(f"{paths}: expected an array of '<class>/<file>' strings, got dtype {names_arr.dtype}")
+    names = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in names_arr.reshape(-1).tolist()]
     if values.ndim != 2 or len(values) != len(names):
         raise DataError(f"{feats}: expected [N, D] features for the {len(names)} paths of {paths.name}, "
                         f"got shape {values.shape}")
