@@ -9,6 +9,19 @@
 
 Backend per call from env IIAE_KERNELS = auto (default: Triton for CUDA tensors) | triton | torch.
 Importing this package never fails: without a usable Triton every call takes the torch path.
+
+RNG contract (reparameterize, shared_latent_terms; both backends). eps given: no noise is drawn and both
+backends compute the same numbers. Otherwise, with a seed, the noise of flat element i of the latent is a
+function of (seed, offset + i): a caller holding rows [r, r + B) of a batch passes offset = r * row_size.
+  triton: eps[i] = Philox(seed, offset + i), drawn in-kernel and drawn again in backward (never stored);
+  torch:  eps[i] = draw offset + i of a torch.Generator on the tensor's device seeded with `seed`: flat
+          fp32 normal draws 0 .. offset + numel - 1, the first `offset` dropped, cast to mu's dtype.
+The two backends draw different numbers for the same seed (Philox vs torch's generator). torch's values
+also depend on how many are drawn (CPU: e.g. the last 16 when the count is no multiple of 16; CUDA: the
+launch layout): there rows [r, r + B) at offset r * row_size are exactly rows r .. r + B of rows [0, r + B)
+at offset 0, but of a longer draw only where the counts line up; Philox has no such caveat.
+Without a seed: triton draws one from torch's CPU generator (follows torch.manual_seed), torch uses
+torch.randn_like(mu) (torch's global RNG; offset unused).
 """
 from __future__ import annotations
 
@@ -95,12 +108,11 @@ def reparameterize(
 ) -> torch.Tensor:
     """z = mu + exp(logvar / 2) * eps, same shape and dtype as mu (math in fp32).
 
-    eps given: both backends compute the same numbers, and no gradient flows into eps. eps None: Triton
-    draws eps[i] = Philox(seed, offset + i) for flat index i in-kernel and redraws it in backward (seed
-    None: one drawn from torch's CPU generator); torch draws torch.randn_like(mu)."""
+    eps given: both backends compute the same numbers, and no gradient flows into eps. eps None: noise
+    per the RNG contract in this module's docstring, a function of (seed, offset + flat index)."""
     _check("mu logvar eps", mu, logvar, eps)
     if backend(mu) == "torch":
-        return reference.reparameterize(mu, logvar, eps)
+        return reference.reparameterize(mu, logvar, eps, seed=seed, offset=offset)
     return _ops_reparam.reparameterize(mu, logvar, eps, _philox_seed(eps, seed), offset)
 
 
@@ -135,11 +147,13 @@ def shared_latent_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(z_s, KL(q_s || N(0, I)), KL(q_s || r_x), KL(q_s || r_y)) for q_s = N(mu_s, e^logvar_s), in one pass.
 
-    z_s as `reparameterize(mu_s, logvar_s, eps, seed=seed, offset=offset)` (the same Philox stream), the
-    KLs as `gaussian_kl`; gradients flow into all six inputs."""
+    z_s as `reparameterize(mu_s, logvar_s, eps, seed=seed, offset=offset)` (the same noise on either
+    backend), the KLs as `gaussian_kl`; gradients flow into all six inputs."""
     _check("mu_s logvar_s mu_rx logvar_rx mu_ry logvar_ry eps", mu_s, logvar_s, mu_rx, logvar_rx, mu_ry, logvar_ry, eps)
     if backend(mu_s) == "torch":
-        return reference.shared_latent_terms(mu_s, logvar_s, mu_rx, logvar_rx, mu_ry, logvar_ry, eps)
+        return reference.shared_latent_terms(
+            mu_s, logvar_s, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed=seed, offset=offset
+        )
     return _ops_shared_latent.shared_latent_terms(
         mu_s, logvar_s, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, _philox_seed(eps, seed), offset
     )

@@ -79,6 +79,11 @@ def contiguous(*tensors: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor]
     return tuple(None if t is None else t.contiguous() for t in tensors)
 
 
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """An output like `t`, always contiguous (what every launcher writes and every fake returns)."""
+    return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32 math for fp16/bf16/fp32 inputs, fp64 for fp64 (so gradcheck sees fp64 precision)."""
     return torch.promote_types(dtype, torch.float32)

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _utils
+from . import _ops, _utils
 
 
 # Term and gradient helpers, shared with shared_latent.py. Masked lanes load zeros, which make every
@@ -129,7 +129,7 @@ def gaussian_kl_backward(
     """[grad_mu, grad_logvar] for the prior, [.., grad_mu_p, grad_logvar_p] for a pair."""
     grad_kl, mu, logvar, mu_p, logvar_p = _utils.contiguous(grad_kl, mu, logvar, mu_p, logvar_p)
     inputs = [mu, logvar] if mu_p is None else [mu, logvar, mu_p, logvar_p]
-    grads = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
+    grads = [_utils.empty_like(t) for t in inputs]
     n = mu.numel()
     if n == 0:
         return grads
@@ -145,58 +145,21 @@ def gaussian_kl_backward(
     return grads
 
 
-# ---- opaque ops for torch.compile ----------------------------------------------------------------------
-@torch.library.custom_op("iiae::gaussian_kl_fwd", mutates_args=())
-def _gaussian_kl_fwd_op(
-    mu: torch.Tensor, logvar: torch.Tensor, mu_p: Optional[torch.Tensor], logvar_p: Optional[torch.Tensor]
-) -> torch.Tensor:
-    return gaussian_kl_forward(mu, logvar, mu_p, logvar_p)
+# ---- ops: opaque to torch.compile, differentiable ---------------------------------------------------------
+def _grad_fakes(grad_kl, mu, logvar, mu_p, logvar_p):
+    return [_utils.empty_like(t) for t in ((mu, logvar) if mu_p is None else (mu, logvar, mu_p, logvar_p))]
 
 
-@_gaussian_kl_fwd_op.register_fake
-def _(mu, logvar, mu_p, logvar_p):
-    return mu.new_empty(mu.shape[0], dtype=_utils.compute_dtype(mu.dtype))
-
-
-@torch.library.custom_op("iiae::gaussian_kl_bwd", mutates_args=())
-def _gaussian_kl_bwd_op(
-    grad_kl: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    mu_p: Optional[torch.Tensor],
-    logvar_p: Optional[torch.Tensor],
-) -> list[torch.Tensor]:
-    return gaussian_kl_backward(grad_kl, mu, logvar, mu_p, logvar_p)
-
-
-@_gaussian_kl_bwd_op.register_fake
-def _(grad_kl, mu, logvar, mu_p, logvar_p):
-    inputs = [mu, logvar] if mu_p is None else [mu, logvar, mu_p, logvar_p]
-    return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
-
-
-# ---- autograd ------------------------------------------------------------------------------------------
-class GaussianKLFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(mu, logvar, mu_p, logvar_p):
-        return _gaussian_kl_fwd_op(mu, logvar, mu_p, logvar_p)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def backward(ctx, grad_kl):
-        mu, logvar, mu_p, logvar_p = ctx.saved_tensors
-        grads = _gaussian_kl_bwd_op(grad_kl, mu, logvar, mu_p, logvar_p)
-        return (*grads, None, None) if mu_p is None else tuple(grads)
-
-
-_gaussian_kl_fwd_op.register_autograd(GaussianKLFunction.backward, setup_context=GaussianKLFunction.setup_context)
+_gaussian_kl_op = _ops.fused_op(
+    "gaussian_kl", gaussian_kl_forward, gaussian_kl_backward,
+    forward_fake=lambda mu, logvar, mu_p, logvar_p: mu.new_empty(mu.shape[0], dtype=_utils.compute_dtype(mu.dtype)),
+    backward_fake=_grad_fakes,
+    saved=("mu", "logvar", "mu_p", "logvar_p"), grads=("mu", "logvar", "mu_p", "logvar_p"),
+)
 
 
 def gaussian_kl(
     mu: torch.Tensor, logvar: torch.Tensor, mu_p: Optional[torch.Tensor], logvar_p: Optional[torch.Tensor]
 ) -> torch.Tensor:
     """Triton path of `kernels.gaussian_kl` (dispatch and validation live in kernels/__init__)."""
-    return GaussianKLFunction.apply(mu, logvar, mu_p, logvar_p)
+    return _gaussian_kl_op(mu, logvar, mu_p, logvar_p)

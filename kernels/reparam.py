@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _utils
+from . import _ops, _utils
 
 
 @triton.jit
@@ -58,7 +58,7 @@ def reparam_forward(
     mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int
 ) -> torch.Tensor:
     mu, logvar, eps = _utils.contiguous(mu, logvar, eps)
-    z = torch.empty_like(mu, memory_format=torch.contiguous_format)
+    z = _utils.empty_like(mu)
     n = mu.numel()
     if n == 0:
         return z
@@ -76,7 +76,7 @@ def reparam_backward(
     grad_z: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int
 ) -> torch.Tensor:
     grad_z, logvar, eps = _utils.contiguous(grad_z, logvar, eps)
-    grad_logvar = torch.empty_like(logvar, memory_format=torch.contiguous_format)
+    grad_logvar = _utils.empty_like(logvar)
     n = logvar.numel()
     if n == 0:
         return grad_logvar
@@ -90,56 +90,13 @@ def reparam_backward(
     return grad_logvar
 
 
-# ---- opaque ops for torch.compile ----------------------------------------------------------------------
-@torch.library.custom_op("iiae::reparameterize_fwd", mutates_args=())
-def _reparameterize_fwd_op(
-    mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int
-) -> torch.Tensor:
-    return reparam_forward(mu, logvar, eps, seed, offset)
-
-
-@_reparameterize_fwd_op.register_fake
-def _(mu, logvar, eps, seed, offset):
-    return torch.empty_like(mu, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("iiae::reparameterize_bwd", mutates_args=())
-def _reparameterize_bwd_op(
-    grad_z: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int
-) -> torch.Tensor:
-    return reparam_backward(grad_z, logvar, eps, seed, offset)
-
-
-@_reparameterize_bwd_op.register_fake
-def _(grad_z, logvar, eps, seed, offset):
-    return torch.empty_like(logvar, memory_format=torch.contiguous_format)
-
-
-# ---- autograd ------------------------------------------------------------------------------------------
-class ReparameterizeFunction(torch.autograd.Function):
-    """Saves logvar (and eps when given); never mu, z, or generated eps."""
-
-    @staticmethod
-    def forward(mu, logvar, eps, seed, offset):
-        return _reparameterize_fwd_op(mu, logvar, eps, seed, offset)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, logvar, eps, seed, offset = inputs
-        ctx.save_for_backward(logvar, eps)
-        ctx.seed, ctx.offset = seed, offset
-
-    @staticmethod
-    def backward(ctx, grad_z):
-        logvar, eps = ctx.saved_tensors
-        grad_logvar = _reparameterize_bwd_op(grad_z, logvar, eps, ctx.seed, ctx.offset)
-        # eps is noise, not a parameter: no gradient flows into it.
-        return grad_z, grad_logvar, None, None, None
-
-
-# The op itself is differentiable too (torch.ops.iiae.reparameterize_fwd), with the same backward.
-_reparameterize_fwd_op.register_autograd(
-    ReparameterizeFunction.backward, setup_context=ReparameterizeFunction.setup_context
+# ---- ops: opaque to torch.compile, differentiable ---------------------------------------------------------
+# Saves logvar (and eps when given); never mu, z, or generated eps. d z / d mu = 1: grad_mu is grad_z.
+_reparameterize_op = _ops.fused_op(
+    "reparameterize", reparam_forward, reparam_backward,
+    forward_fake=lambda mu, logvar, eps, seed, offset: _utils.empty_like(mu),
+    backward_fake=lambda grad_z, logvar, eps, seed, offset: _utils.empty_like(logvar),
+    saved=("logvar", "eps", "seed", "offset"), grads=("logvar",), passthrough={"mu": 0},
 )
 
 
@@ -147,4 +104,4 @@ def reparameterize(
     mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int
 ) -> torch.Tensor:
     """Triton path of `kernels.reparameterize` (dispatch and seed drawing live in kernels/__init__)."""
-    return ReparameterizeFunction.apply(mu, logvar, eps, seed, offset)
+    return _reparameterize_op(mu, logvar, eps, seed, offset)

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _utils
+from . import _ops, _utils
 from .gaussian_kl import _kl_pair_grads, _kl_pair_term, _kl_prior_term, finish_partials
 from .reparam import _normal_noise
 
@@ -116,7 +116,7 @@ def shared_latent_forward(
         mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps
     )
     n_rows, n_cols = _utils.rows(mu)
-    z = torch.empty_like(mu, memory_format=torch.contiguous_format)
+    z = _utils.empty_like(mu)
     out_dtype = _utils.compute_dtype(mu.dtype)
     if n_rows == 0 or n_cols == 0:
         return z, torch.zeros(3, n_rows, dtype=out_dtype, device=mu.device)
@@ -148,7 +148,7 @@ def shared_latent_backward(
     """Gradients of the six inputs, in argument order."""
     inputs = _utils.contiguous(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry)
     grad_z, grad_kl, eps = _utils.contiguous(grad_z, grad_kl, eps)
-    grads = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
+    grads = [_utils.empty_like(t) for t in inputs]
     n = mu.numel()
     if n == 0:
         return grads
@@ -163,75 +163,24 @@ def shared_latent_backward(
     return grads
 
 
-# ---- opaque ops for torch.compile ----------------------------------------------------------------------
-@torch.library.custom_op("iiae::shared_latent_fwd", mutates_args=())
-def _shared_latent_fwd_op(
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    mu_rx: torch.Tensor,
-    logvar_rx: torch.Tensor,
-    mu_ry: torch.Tensor,
-    logvar_ry: torch.Tensor,
-    eps: Optional[torch.Tensor],
-    seed: int,
-    offset: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return shared_latent_forward(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset)
+# ---- ops: opaque to torch.compile, differentiable ---------------------------------------------------------
+# Saves the six inputs (and eps when given); never z, the KLs or generated eps.
+_INPUTS = ("mu", "logvar", "mu_rx", "logvar_rx", "mu_ry", "logvar_ry")
 
 
-@_shared_latent_fwd_op.register_fake
-def _(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset):
-    z = torch.empty_like(mu, memory_format=torch.contiguous_format)
-    return z, mu.new_empty(3, mu.shape[0], dtype=_utils.compute_dtype(mu.dtype))
+def _forward_fake(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset):
+    return _utils.empty_like(mu), mu.new_empty(3, mu.shape[0], dtype=_utils.compute_dtype(mu.dtype))
 
 
-@torch.library.custom_op("iiae::shared_latent_bwd", mutates_args=())
-def _shared_latent_bwd_op(
-    grad_z: torch.Tensor,
-    grad_kl: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    mu_rx: torch.Tensor,
-    logvar_rx: torch.Tensor,
-    mu_ry: torch.Tensor,
-    logvar_ry: torch.Tensor,
-    eps: Optional[torch.Tensor],
-    seed: int,
-    offset: int,
-) -> list[torch.Tensor]:
-    return shared_latent_backward(
-        grad_z, grad_kl, mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset
-    )
+def _backward_fake(grad_z, grad_kl, mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset):
+    return [_utils.empty_like(t) for t in (mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry)]
 
 
-@_shared_latent_bwd_op.register_fake
-def _(grad_z, grad_kl, mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset):
-    inputs = (mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry)
-    return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in inputs]
-
-
-# ---- autograd ------------------------------------------------------------------------------------------
-class SharedLatentFunction(torch.autograd.Function):
-    """Saves the six inputs (and eps when given); never z, the KLs or generated eps."""
-
-    @staticmethod
-    def forward(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset):
-        return _shared_latent_fwd_op(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        *tensors, seed, offset = inputs
-        ctx.save_for_backward(*tensors)
-        ctx.seed, ctx.offset = seed, offset
-
-    @staticmethod
-    def backward(ctx, grad_z, grad_kl):
-        *inputs, eps = ctx.saved_tensors
-        grads = _shared_latent_bwd_op(grad_z, grad_kl, *inputs, eps, ctx.seed, ctx.offset)
-        return (*grads, None, None, None)
-
-
-_shared_latent_fwd_op.register_autograd(SharedLatentFunction.backward, setup_context=SharedLatentFunction.setup_context)
+_shared_latent_op = _ops.fused_op(
+    "shared_latent", shared_latent_forward, shared_latent_backward,
+    forward_fake=_forward_fake, backward_fake=_backward_fake,
+    saved=(*_INPUTS, "eps", "seed", "offset"), grads=_INPUTS,
+)
 
 
 def shared_latent_terms(
@@ -246,5 +195,5 @@ def shared_latent_terms(
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton path of `kernels.shared_latent_terms` (dispatch and validation live in kernels/__init__)."""
-    z, kl = SharedLatentFunction.apply(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset)
+    z, kl = _shared_latent_op(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset)
     return z, kl[0], kl[1], kl[2]

@@ -1,0 +1,87 @@
+"""kernels.gaussian_kl on the Triton path: parity with the reference, edge shapes, gradcheck, golden values, the op."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
+    DEVICE,
+    DTYPES,
+    SHAPES,
+    TRITON_RUNS,
+    check_parity,
+    gradcheck_fp64,
+    make,
+    noncontiguous_cases,
+    triton_path,
+)
+
+import kernels
+from kernels import reference as ref
+
+
+# ---- parity: forward + backward, odd shapes, fp32 / fp16 / bf16 -------------------------------------------
+@pytest.mark.parametrize("prior", [True, False], ids=["prior", "pair"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_gaussian_kl_parity(triton_path, shape, dtype, prior):
+    inputs = make(shape, dtype, n=2 if prior else 4)
+    check_parity(kernels.gaussian_kl, ref.gaussian_kl, inputs)
+
+
+def test_gaussian_kl_noncontiguous_inputs(triton_path):
+    for case, _ in noncontiguous_cases():
+        check_parity(kernels.gaussian_kl, ref.gaussian_kl, case[:4])
+
+
+def test_gaussian_kl_edge_shapes(triton_path):
+    for shape in [(0, 5), (3, 0), (7,)]:
+        inputs = make(shape, n=4)
+        torch.testing.assert_close(kernels.gaussian_kl(*inputs[:4]), ref.gaussian_kl(*inputs[:4]))
+
+
+# ---- gradcheck in fp64 (the kernels compute in fp64 for fp64 inputs) -------------------------------------
+GRADCHECK_CASES = {
+    "kl_prior": (2, lambda *t_eps: kernels.gaussian_kl(*t_eps[:-1])),
+    "kl_pair": (4, lambda *t_eps: kernels.gaussian_kl(*t_eps[:-1])),
+}
+
+
+@pytest.mark.parametrize("case", list(GRADCHECK_CASES))
+def test_gradcheck_fp64(triton_path, case):
+    n, fn = GRADCHECK_CASES[case]
+    assert gradcheck_fp64(fn, n)
+
+
+# ---- golden values (disentanglement_lib), both backends ---------------------------------------------------
+@pytest.mark.parametrize("mode", ["triton", "torch"])
+def test_golden_kl(monkeypatch, mode):
+    if mode == "triton" and not TRITON_RUNS:
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
+    monkeypatch.setenv("IIAE_KERNELS", mode)
+    mu = torch.tensor([0.0, 1.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
+    logvar = torch.tensor([0.0, 0.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
+    expected = torch.tensor([0.0, 5.0, 0.5 * 10 * (math.e - 1)], device=DEVICE)
+    torch.testing.assert_close(kernels.gaussian_kl(mu, logvar), expected)
+    assert abs(expected[2].item() - 8.5914) < 1e-4
+    # KL(q || q) = 0; KL(N(0, 1) || N(1, e)) = 1/e per dim.
+    torch.testing.assert_close(kernels.gaussian_kl(mu, logvar, mu, logvar), torch.zeros(3, device=DEVICE))
+    zeros = torch.zeros(2, 10, device=DEVICE)
+    kl = kernels.gaussian_kl(zeros, zeros, zeros + 1, zeros + 1)
+    torch.testing.assert_close(kl, torch.full((2,), 10 / math.e, device=DEVICE))
+
+
+# ---- custom ops: registration checks -------------------------------------------------------------------------
+def test_custom_ops_opcheck(triton_path):
+    ops = torch.ops.iiae
+    t = [x.detach() for x in make((3, 5), torch.float64, n=6)]
+    grad_kl = torch.randn(3, 3, dtype=torch.float64, device=DEVICE)
+    leaves = [x.requires_grad_() for x in make((3, 5), torch.float64, n=6)]
+    for op, args in [
+        (ops.gaussian_kl_fwd, (*leaves[:2], None, None)),
+        (ops.gaussian_kl_fwd, tuple(leaves[:4])),
+        (ops.gaussian_kl_bwd, (grad_kl[0], *t[:4])),
+        (ops.gaussian_kl_bwd, (grad_kl[0], *t[:2], None, None)),
+    ]:
+        torch.library.opcheck(op, args)

@@ -1,0 +1,152 @@
+"""kernels.shared_latent_terms on the Triton path: parity with the reference, partial use, edge shapes,
+gradcheck, golden values, the shared Philox stream, the op, and (GPU) fused vs eager speed."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
+    DEVICE,
+    DTYPES,
+    SHAPES,
+    TOL,
+    TRITON_RUNS,
+    check_parity,
+    drawn_eps,
+    gradcheck_fp64,
+    make,
+    needs_cuda,
+    noncontiguous_cases,
+    run,
+    triton_path,
+)
+
+import kernels
+from kernels import reference as ref
+
+
+# ---- parity: forward + backward, odd shapes, fp32 / fp16 / bf16 -------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_shared_latent_parity(triton_path, shape, dtype):
+    inputs = make(shape, dtype, n=6)
+    eps = torch.randn(shape, device=DEVICE)
+    check_parity(
+        lambda *t: kernels.shared_latent_terms(*t, eps), lambda *t: ref.shared_latent_terms(*t, eps), inputs
+    )
+
+
+def test_shared_latent_partial_use(triton_path):
+    """Only some outputs in the loss: autograd hands zeros for the others, grads still match."""
+    inputs = make((4, 33), n=6)
+    _, kl_prior, _, kl_ry = kernels.shared_latent_terms(*inputs, seed=3)
+    grads = torch.autograd.grad((kl_prior + 2 * kl_ry).sum(), inputs)
+    ref_inputs = [t.detach().requires_grad_() for t in inputs]
+    _, rp, _, rr = ref.shared_latent_terms(*ref_inputs)
+    ref_grads = torch.autograd.grad((rp + 2 * rr).sum(), ref_inputs, allow_unused=True, materialize_grads=True)
+    for g, e in zip(grads, ref_grads):
+        torch.testing.assert_close(g, e, **TOL[torch.float32])
+
+
+def test_shared_latent_noncontiguous_inputs(triton_path):
+    for case, eps in noncontiguous_cases():
+        check_parity(
+            lambda *t: kernels.shared_latent_terms(*t, eps), lambda *t: ref.shared_latent_terms(*t, eps), case
+        )
+
+
+def test_shared_latent_edge_shapes(triton_path):
+    for shape in [(0, 5), (3, 0), (7,)]:
+        inputs = make(shape, n=6)
+        z, kp, kx, ky = kernels.shared_latent_terms(*inputs, seed=1)
+        assert z.shape == shape and kp.shape == kx.shape == ky.shape == (shape[0],)
+        torch.testing.assert_close(kp, ref.gaussian_kl(*inputs[:2]))
+
+
+# ---- gradcheck in fp64 (the kernels compute in fp64 for fp64 inputs) -------------------------------------
+GRADCHECK_CASES = {
+    "shared_eps": (6, lambda *t_eps: kernels.shared_latent_terms(*t_eps)),
+    "shared_philox": (6, lambda *t_eps: kernels.shared_latent_terms(*t_eps[:-1], seed=9, offset=1)),
+}
+
+
+@pytest.mark.parametrize("case", list(GRADCHECK_CASES))
+def test_gradcheck_fp64(triton_path, case):
+    n, fn = GRADCHECK_CASES[case]
+    assert gradcheck_fp64(fn, n, fast=case.endswith("philox"))
+
+
+# ---- golden values (disentanglement_lib), both backends ---------------------------------------------------
+@pytest.mark.parametrize("mode", ["triton", "torch"])
+def test_golden_kl(monkeypatch, mode):
+    if mode == "triton" and not TRITON_RUNS:
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
+    monkeypatch.setenv("IIAE_KERNELS", mode)
+    mu = torch.tensor([0.0, 1.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
+    logvar = torch.tensor([0.0, 0.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
+    expected = torch.tensor([0.0, 5.0, 0.5 * 10 * (math.e - 1)], device=DEVICE)
+    _, kl_prior, kl_rx, kl_ry = kernels.shared_latent_terms(mu, logvar, mu, logvar, mu, logvar, torch.zeros_like(mu))
+    torch.testing.assert_close(kl_prior, expected)
+    torch.testing.assert_close(kl_rx, torch.zeros(3, device=DEVICE))
+
+
+# ---- Philox: the stream of reparameterize, regeneration in backward ------------------------------------------
+def test_philox_same_stream_as_reparameterize(triton_path):
+    """The same stream feeds the fused op: z_s equals reparameterize for the same (seed, offset)."""
+    mu, logvar = make((6, 300))
+    z = kernels.reparameterize(mu, logvar, seed=5, offset=0)
+    z_s = kernels.shared_latent_terms(mu, logvar, *make((6, 300), n=4, seed=1), seed=5, offset=0)[0]
+    assert torch.equal(z_s, z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_eps_regenerated_in_backward(triton_path, dtype):
+    """Backward redraws eps from (seed, offset): its gradients equal those with the eps forward used."""
+    inputs = make((5, 300), dtype, n=6)
+    outs, grads, weights = run(lambda *t: kernels.shared_latent_terms(*t, seed=21, offset=4), inputs)
+    eps = drawn_eps(outs[0], *inputs[:2])
+    _, ref_grads, _ = run(lambda *t: ref.shared_latent_terms(*t, eps), inputs, weights)
+    for g, e in zip(grads, ref_grads):
+        torch.testing.assert_close(g, e, **TOL[dtype])
+
+
+# ---- custom ops: registration checks -------------------------------------------------------------------------
+def test_custom_ops_opcheck(triton_path):
+    ops = torch.ops.iiae
+    t = [x.detach() for x in make((3, 5), torch.float64, n=6)]
+    eps = torch.randn(3, 5, dtype=torch.float64, device=DEVICE)
+    grad_kl = torch.randn(3, 3, dtype=torch.float64, device=DEVICE)
+    leaves = [x.requires_grad_() for x in make((3, 5), torch.float64, n=6)]
+    for op, args in [
+        (ops.shared_latent_fwd, (*leaves, None, 7, 3)),
+        (ops.shared_latent_bwd, (t[0], grad_kl, *t, eps, 0, 0)),
+    ]:
+        torch.library.opcheck(op, args)
+
+
+# ---- GPU tier ---------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_fused_faster_than_eager(monkeypatch):
+    monkeypatch.delenv("IIAE_KERNELS", raising=False)
+    inputs = make((64, 65536), n=6, device="cuda")
+
+    def timed(fn):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    def fwd_bwd(impl):
+        def go():
+            z, kp, kx, ky = impl(*inputs, seed=1)
+            torch.autograd.grad(z.sum() + (kp + kx + ky).sum(), inputs)
+        return go
+
+    assert timed(fwd_bwd(kernels.shared_latent_terms)) < timed(fwd_bwd(ref.shared_latent_terms))
