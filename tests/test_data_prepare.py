@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from datagen import car_plane, prepare, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
-from engine.data import load_dataset_info
+from engine.data import load_dataset_info, read_shard, sha256_file
 from engine.data.prepare import mnist_cdcb
 from engine.data.samples import decode_cls, decode_field
-from engine.data.shards import read_shard, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -311,3 +310,22 @@ def test_cli_missing_source_folder_is_one_line(tmp_path):
     code, _, err = cli("prepare", "pix2pix", "--name", "maps", "--src", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("iiae prepare: error:") and "nowhere" in err
+
+
+def test_catalogue_hints_are_prepare_calls_of_their_source(tmp_path):
+    """Each folder-name hint of the catalogue is a call `iiae prepare` accepts, of the source that makes the
+    dataset (a `_<size>` ending adds --size where the hint says so)."""
+    import argparse
+
+    from engine.data import catalogue
+    from engine.data import prepare as prepare_cli
+
+    parser = argparse.ArgumentParser()
+    prepare_cli.add_arguments(parser)
+    for known in catalogue.DATASETS:
+        for hint in known.hints:
+            words = catalogue.prepare_hint(tmp_path / f"{hint.word}_64").split()
+            assert words[:2] == ["iiae", "prepare"]
+            args = parser.parse_args(words[2:])
+            assert args.source == known.source and args.out == tmp_path / f"{hint.word}_64"
+            assert hint.sized <= (getattr(args, "size", None) == 64)

@@ -17,8 +17,9 @@ import torch
 
 from datagen import prepare, write_sketchy
 from engine.config import load_recipe
-from engine.data import CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader
-from engine.data.shards import _disk_failure, read_shard, sha256_file
+from engine.data import (CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader, read_shard,
+                         sha256_file)
+from engine.data.write import _disk_failure
 from engine.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,9 @@
 """Data: `iiae prepare` converters → webdataset shards + dataset.json → training and evaluation batches.
 
+format: the folder (dataset.json schema, shard names); samples: one record in a shard; write / read: the two
+directions (read also evaluation's batches); transforms: decoded values → tensors; stream, matched, loader:
+training batches; catalogue: the datasets and prepare sources known by name; prepare: the converters.
+
 Names load on first use (PEP 562), so importing `engine.data` costs nothing.
 """
 from __future__ import annotations
@@ -8,16 +12,22 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DatasetInfo": "shards",
-    "ShardInfo": "shards",
-    "SplitInfo": "shards",
-    "CorruptDataWarning": "shards",
-    "load_dataset_info": "shards",
-    "write_dataset": "shards",
+    "DatasetInfo": "format",
+    "ShardInfo": "format",
+    "SplitInfo": "format",
+    "sha256_file": "format",
+    "encode_sample": "samples",
+    "decode_field": "samples",
+    "decode_cls": "samples",
+    "write_dataset": "write",
+    "load_dataset_info": "read",
+    "read_shard": "read",
+    "CorruptDataWarning": "read",
+    "iter_eval_batches": "read",
     "TrainLoader": "loader",
     "train_batches_per_epoch": "loader",
     "make_train_loader": "loader",
-    "iter_eval_batches": "loader",
+    "domain_names": "catalogue",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,4 @@
-"""What the training loop and evaluation call: per-rank training batches and in-order evaluation batches.
+"""What the training loop calls: batches per epoch (checked against the split and memory), per-rank batches.
 
 Not for `accelerator.prepare`: the train loader already splits the data by rank, and preparing it would shard it
 a second time.
@@ -6,15 +6,13 @@ a second time.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator
 
 import torch
 
 from ..config import Recipe
 from ..errors import DataError
-from .samples import decode_cls, decode_fitted
-from .shards import CorruptShard, DatasetInfo, read_shard
-from .stream import to_tensor
+from .format import DatasetInfo
 
 
 def _check_layout(recipe: Recipe, info: DatasetInfo) -> None:
@@ -111,66 +109,3 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
                            generator=generator)
     # with_epoch on the loader, after batching: on the dataset it would count per worker
     return TrainLoader(loader.with_epoch(length), length)
-
-
-def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_size: Optional[int] = None,
-                      domain: Optional[str] = None, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
-    """Every sample of `split` exactly once (the first `limit` only, if given), in key order.
-
-    domain=None (paired datasets): `{"x", "y", "cls", "key", "resized"}`; domain="x"|"y" (required for
-    per-domain datasets such as Sketchy: x = sketch, y = photo): `{"v", "cls", "key", "resized"}`. Images are
-    float [B,3,H,W] in [−1, 1], resized to `image_size` if given; features float32 [B,F]; `cls` −1 where absent;
-    `key` a list. An image of another size or mode than the dataset's is converted as in training; `resized`
-    counts those so far (the last batch holds the total). Any corrupt, truncated or short shard, or undecodable
-    sample, raises DataError naming it.
-    """
-    if limit == 0:
-        return
-    fields = ("x", "y") if domain is None else (domain,)
-    names = ("x", "y") if domain is None else ("v",)
-    shards = info.split(split, domain).shards
-    rows: list[tuple] = []
-    seen, previous, resized = 0, "", 0
-
-    def batch() -> dict[str, Any]:
-        columns = list(zip(*rows))
-        out = {name: to_tensor(list(col), image_size) for name, col in zip(names, columns)}
-        out["cls"] = torch.tensor(columns[-2], dtype=torch.long)
-        out["key"] = list(columns[-1])
-        out["resized"] = resized
-        return out
-
-    for shard in shards:
-        path = info.path(shard)
-        fail = f"re-create the folder with `{info.fix_command()}`"
-        got = 0
-        try:
-            for sample in read_shard(path):
-                key = sample["__key__"]
-                try:
-                    fitted = [decode_fitted(sample, f, info.image_size) for f in fields]
-                    label = decode_cls(sample)
-                except Exception as err:
-                    raise DataError(f"{path}: key {key}: unreadable sample ({err}); {fail}") from None
-                values = [value for value, _ in fitted]
-                resized += sum(odd is not None for _, odd in fitted)
-                if key <= previous:
-                    raise DataError(f"{path}: key {key} is out of order (after {previous}); {fail}")
-                previous = key
-                got += 1
-                rows.append((*values, label, key))
-                seen += 1
-                if len(rows) == batch_size:
-                    yield batch()
-                    rows = []
-                if seen == limit:
-                    break
-        except CorruptShard as err:
-            raise DataError(f"{path}: corrupt shard {err}; {fail}") from None
-        if seen == limit:
-            break
-        if got != shard.count:
-            raise DataError(f"{path}: holds {got} samples, dataset.json lists {shard.count}; {fail}")
-    if rows:
-        yield batch()
-

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .format import DatasetInfo
+from .read import SkipLog, read_valid_samples
 from .samples import decode_cls, decode_field
-from .shards import DatasetInfo, SkipLog, read_valid_samples
 from .stream import seed_of
 
 _cache: dict[tuple, tuple] = {}  # the last materialised split: a new epoch's loader reuses it

@@ -10,13 +10,8 @@ import importlib
 import time
 from pathlib import Path
 
-SOURCES = {
-    "mnist-cdcb": ("mnist_cdcb", "MNIST-CDCB: white digit on a coloured background <-> coloured digit on black"),
-    "pix2pix": ("pix2pix", "pix2pix Facades or Maps: side-by-side JPEG pairs"),
-    "cars": ("cars", "3D Cars: car_XXX_mesh.mat renders, azimuth 0 <-> the other azimuths"),
-    "sketchy": ("sketchy", "Sketchy (SketchyVGG features): per-domain sketch and photo features"),
-    "hf": ("hf", "any Hugging Face dataset with two paired image columns"),
-}
+from ..catalogue import SOURCES
+
 DEFAULT_SHARD_SIZE = 1000
 
 
@@ -36,14 +31,14 @@ def non_negative_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    for name, (module, help_text) in SOURCES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(f".{module}", __name__).add_arguments(p)
+    for source in SOURCES:
+        p = sub.add_parser(source.name, help=source.help, description=source.help)
+        importlib.import_module(f".{source.module}", __name__).add_arguments(p)
         p.add_argument("--out", type=Path, required=True, help="output folder for the shards and dataset.json")
         p.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty --out")
         p.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, metavar="N",
                        help=f"samples per shard (default {DEFAULT_SHARD_SIZE})")
-        p.set_defaults(_converter=module)
+        p.set_defaults(_converter=source.module)
 
 
 def command_line(args: argparse.Namespace, *options: str) -> str:
@@ -59,7 +54,7 @@ def command_line(args: argparse.Namespace, *options: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..shards import prepare_output
+    from ..write import prepare_output
 
     start = time.perf_counter()
     prepare_output(args.out, args.overwrite)

@@ -13,8 +13,9 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import DataError
+from ..format import DatasetInfo
 from ..samples import encode_sample
-from ..shards import DatasetInfo, write_dataset
+from ..write import write_dataset
 from . import command_line
 
 SHAPE = (128, 128, 3, 24, 4)

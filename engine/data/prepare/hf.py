@@ -9,9 +9,11 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
+from ...config import IMAGE_SIZES
 from ...errors import DataError
+from ..format import DatasetInfo
 from ..samples import encode_sample
-from ..shards import DatasetInfo, write_dataset
+from ..write import write_dataset
 from . import command_line
 from .images import resize_square
 
@@ -23,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--x-column", required=True, metavar="A", help="image column of domain X")
     p.add_argument("--y-column", required=True, metavar="B", help="image column of domain Y")
     p.add_argument("--cls-column", metavar="C", help="optional integer label column")
-    p.add_argument("--size", type=int, choices=(32, 64, 128, 256), default=256, help="image size in px")
+    p.add_argument("--size", type=int, choices=IMAGE_SIZES, default=256, help="image size in px")
 
 
 def _load(name: str):

@@ -9,9 +9,11 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
+from ...config import IMAGE_SIZES
 from ...errors import DataError
+from ..format import DatasetInfo
 from ..samples import encode_sample
-from ..shards import DatasetInfo, write_dataset
+from ..write import write_dataset
 from . import command_line
 from .images import resize_square, source_order
 
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", choices=sorted(LAYOUT), required=True, help="which pix2pix dataset")
     p.add_argument("--src", type=Path, required=True, metavar="DIR",
                    help="the extracted pix2pix folder holding train/ val/ (and test/ for facades)")
-    p.add_argument("--size", type=int, choices=(32, 64, 128, 256), default=256, help="image size in px")
+    p.add_argument("--size", type=int, choices=IMAGE_SIZES, default=256, help="image size in px")
 
 
 def _files(src: Path, folder: str) -> list[Path]:
