@@ -37,6 +37,8 @@ class DataSource:
 
     def root_for(self, recipe) -> tuple[Path, bool]:
         """(shard folder, synthetic?)"""
+        from engine.models import input_kind
+
         if self.data_arg:
             return Path(self.data_arg).resolve(), False
         root = Path(recipe.data.root)
@@ -44,7 +46,7 @@ class DataSource:
             root = bu.ROOT / root  # recipes name data/... relative to the repository
         if (root / "dataset.json").exists():
             return root, False
-        if recipe.model.arch == "mlp" or recipe.data.class_matched:
+        if input_kind(recipe.model) == "feature" or recipe.data.class_matched:
             raise RuntimeError(f"{recipe.name}: no shards at {recipe.data.root} and no synthetic stand-in for "
                                f"feature datasets; pass --data DIR")
         return self._synthetic(recipe.model.image_size), True
@@ -139,11 +141,10 @@ def loader_and_step(engine, recipe_path: str, root: Path, *, quick: bool, block_
 
 def fed_vs_memory(engine, recipe_path: str, root: Path, *, quick: bool, loader_samples_per_s: float,
                   block_s: float = 1.0, rounds: int = 8) -> dict:
-    """Engine steps whose batches come from the loader through engine/train.py's `batch_stream` vs the same
+    """Engine steps whose batches come from the loader through the Trainer's own `batches()` vs the same
     engine on the in-memory batch, in alternating blocks: ≈ 1 when the loader keeps up while sharing the CPUs."""
     from bench_step import load, memory_batch
     from engine.data import load_dataset_info
-    from engine.train import batch_stream
 
     recipe = load(recipe_path, [f"data.root={root}"])
     info = load_dataset_info(root)
@@ -155,7 +156,8 @@ def fed_vs_memory(engine, recipe_path: str, root: Path, *, quick: bool, loader_s
     workers = recipe.data.num_workers
     # after a fed block the workers refill their prefetch queue (2 batches each): wait for it outside the timing
     settle = (2 * 2 * workers * recipe.data.batch_size / loader_samples_per_s + 0.02) if workers else 0.0
-    stream = batch_stream(recipe, info, engine.accelerator, engine.state)
+    engine.trainer.info = info  # built without a run: the data it streams from is set here
+    stream = engine.trainer.batches()
 
     def fed(n: int) -> None:
         for _ in range(n):

@@ -1,9 +1,7 @@
 """The engine's train step vs a bare PyTorch loop on the same model config and the same in-memory batch.
 
-The engine side is built exactly as `engine/train.py` builds it (Accelerator, seeds, model, Adam, lr schedule,
-`accelerator.prepare`, optional compile, TrainState seeds) and runs per optimizer step what train.py runs:
-`engine.step.train_step`, then `scheduler.step()`. The bare side is the four-line loop a PyTorch user would write.
-This file mirrors train.py's construction by hand (train.py builds inline): keep the two in step.
+The engine side is `engine.trainer.Trainer.build(recipe)` — the same construction as training — and its
+`train_step`. The bare side is the few lines a PyTorch user would write.
 """
 from __future__ import annotations
 
@@ -25,29 +23,13 @@ def load(recipe_path: str, overrides: Optional[list[str]] = None):
     return load_recipe(recipe_path, overrides or [])
 
 
-def make_accelerator(recipe, device: str):
-    """The Accelerator of engine/train.py, minus its project/tracker options (no run folder here)."""
-    from accelerate import Accelerator
-
-    cfg = recipe.train
-    kwargs = dict(cpu=device == "cpu", mixed_precision=cfg.mixed_precision,
-                  gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                  step_scheduler_with_optimizer=False)  # as train.py: one scheduler step per optimizer step
-    try:
-        return Accelerator(**kwargs)
-    except ValueError:  # the process-wide AcceleratorState holds another recipe's mixed precision
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(**kwargs)
-
-
 def _model_and_optimizer(recipe):
+    """The bare loop's model and Adam, initialised as the Trainer initialises them (same seeds, same weights)."""
     from accelerate.utils import set_seed
     from engine.models import IIAE
 
-    set_seed(recipe.seed)  # identical initial weights (train.py does the same)
-    model = IIAE(recipe.to_dict())
+    set_seed(recipe.seed)
+    model = IIAE.from_recipe(recipe)
     set_seed(recipe.seed, device_specific=True)
     o = recipe.optim
     optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -56,64 +38,40 @@ def _model_and_optimizer(recipe):
 
 @dataclass
 class EngineLoop:
-    """What engine/train.py runs per optimizer step, without its logging/eval/checkpoint cadence."""
+    """The engine's optimizer step: `Trainer.build(recipe)` (no run folder: no logging, eval or checkpoint
+    cadence) and `trainer.train_step`, exactly what `fit()` runs per step."""
 
-    recipe: object
-    accelerator: object
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Optional[object]
-    state: object
-    # hold the step argument (the annealing c_t) and the noise seed fixed: see bench_paper.py for why compile
-    # needs it
-    fixed_step: Optional[int] = None
-    fixed_seed: Optional[int] = None
+    trainer: object
 
     @classmethod
-    def build(cls, recipe, device: str, accelerator=None) -> "EngineLoop":
-        from engine.selection import Selector
-        from engine.step import TrainState
+    def build(cls, recipe, device: str) -> "EngineLoop":
+        from engine.trainer import Trainer
 
-        accelerator = accelerator or make_accelerator(recipe, device)
-        model, optimizer = _model_and_optimizer(recipe)
-        try:  # the learning-rate schedule of train.py (absent in older checkouts)
-            from engine.train import lr_schedule
-        except ImportError:
-            lr_schedule = None
-        if lr_schedule is not None:
-            model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
-        else:
-            (model, optimizer), scheduler = accelerator.prepare(model, optimizer), None
-        if recipe.train.compile:
-            model = torch.compile(model)
-        cfg = recipe.train
-        state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
-        model.train()
-        return cls(recipe, accelerator, model, optimizer, scheduler, state)
+        trainer = Trainer.build(recipe, device=device)
+        trainer.model.train()
+        return cls(trainer)
+
+    @property
+    def accelerator(self):
+        return self.trainer.accelerator
+
+    @property
+    def state(self):
+        return self.trainer.state
 
     def step(self, micro_batches: list[dict]) -> dict:
-        from engine.step import train_step
-
-        cfg = self.recipe.train
-        step = self.state.step if self.fixed_step is None else self.fixed_step
-        seed = self.state.next_seed() if self.fixed_seed is None else self.fixed_seed
-        terms = train_step(self.accelerator, self.model, self.optimizer, micro_batches, step=step, seed=seed,
-                           check_finite=cfg.check_finite, max_grad_norm=cfg.max_grad_norm)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.state.step += 1
-        return terms
+        return self.trainer.train_step(micro_batches)
 
     def run(self, batch: dict, n: int) -> None:
-        micro = [batch] * self.recipe.train.gradient_accumulation_steps
+        micro = [batch] * self.trainer.recipe.train.gradient_accumulation_steps
         for _ in range(n):
             self.step(micro)
 
 
 class BareLoop:
-    """`out = model(x, y, step=t, seed=t); out.loss.backward(); opt.step(); opt.zero_grad()` — the same model
-    config, weights initialised the same way, plain Adam, no Accelerator (autocast / compile only when the
-    recipe asks the engine for them, so both sides do the same arithmetic)."""
+    """`out = model(x, y, seed=t); loss = iiae_loss(...); loss.backward(); opt.step(); opt.zero_grad()` — the
+    same model config, weights initialised the same way, plain Adam, no Accelerator (autocast / compile only when
+    the recipe asks the engine for them, so both sides do the same arithmetic)."""
 
     def __init__(self, recipe, device: str):
         self.recipe = recipe
@@ -128,13 +86,16 @@ class BareLoop:
         self.t = 0
 
     def run(self, batch: dict, n: int) -> None:
-        x, y = batch["x"], batch["y"]
+        from engine.objective import annealing, iiae_loss
+
+        x, y, objective = batch["x"], batch["y"], self.recipe.objective
         for _ in range(n):
             t = self.t
             for _ in range(self.recipe.train.gradient_accumulation_steps):
                 with self.autocast():
-                    out = self.model(x, y, step=t, seed=t)
-                out.loss.backward()
+                    out = self.model(x, y, seed=t)
+                    loss, _ = iiae_loss(objective, annealing(t, objective.anneal_steps), x, y, out)
+                loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad()
             self.t += 1
@@ -144,18 +105,20 @@ def memory_batch(recipe, device: str, seed: int = 0) -> dict:
     """One batch as the loader yields it (float [B,3,H,W] in [−1, 1]; features [B,F]), already on `device`."""
     m, b = recipe.model, recipe.data.batch_size
     gen = torch.Generator().manual_seed(seed)
-    shape = (b, m.feature_dim) if m.arch == "mlp" else (b, m.channels, m.image_size, m.image_size)
+    from engine.models import input_kind
+
+    shape = (b, m.feature_dim) if input_kind(m) == "feature" else (b, m.channels, m.image_size, m.image_size)
     x = torch.rand(shape, generator=gen) * 2 - 1
     y = torch.rand(shape, generator=gen) * 2 - 1
     return {"x": x.to(device), "y": y.to(device), "cls": torch.zeros(b, dtype=torch.long)}
 
 
-def engine_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: float = 1.0, rounds: int = 12,
-                   accelerator=None) -> tuple[dict, EngineLoop]:
+def engine_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: float = 1.0, rounds: int = 12
+                   ) -> tuple[dict, EngineLoop]:
     """samples/s of the engine step and of the bare loop (medians of interleaved blocks) and their ratio.
     Returns the figures and the engine loop (reused by the loader section: no second model build)."""
     recipe = load(recipe_path)
-    engine = EngineLoop.build(recipe, device, accelerator)
+    engine = EngineLoop.build(recipe, device)
     bare = BareLoop(recipe, device)
     batch = memory_batch(recipe, device)
     sync = bu.sync_for(device)

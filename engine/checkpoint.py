@@ -13,7 +13,7 @@ from typing import Optional
 
 from accelerate import Accelerator
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 PATTERN = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "train_state.json"  # the loop's own state (step, data position, seeds, selection), JSON
@@ -73,7 +73,7 @@ def _write_failure(err: BaseException, where: Path) -> str:
     chain = [err, err.__cause__, err.__context__]
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or shutil.disk_usage(where).free < 1 << 24:
         return "no space left on device"
-    return _first_line(err)
+    return first_line(err)
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
@@ -107,8 +107,20 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
 def _load_failure(err: BaseException) -> str:
     if isinstance(err, pickle.UnpicklingError):  # weights_only met something that is not plain data
         return "it holds objects other than tensors, numpy arrays and builtins, which are never unpickled"
-    return _first_line(err)
+    return first_line(err)
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+class Checkpointer:
+    """Trainer component: a checkpoint every `train.checkpoint_every` steps, on the last step, and when the run is
+    stopping (a signal); the newest `train.keep_checkpoints` are kept."""
+
+    def __init__(self, run: Path, every: int, keep: int, max_steps: int):
+        self.run, self.every, self.keep, self.max_steps = Path(run), every, keep, max_steps
+
+    def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
+        step = trainer.state.step
+        if step % self.every == 0 or step == self.max_steps or trainer.stopping:
+            save_checkpoint(trainer.accelerator, self.run, step, self.keep, trainer.state)
+
+    def end(self, trainer) -> None:
+        pass

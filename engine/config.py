@@ -23,9 +23,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+IMAGE_SIZES = (32, 64, 128, 256)  # the image sides the models build (and `iiae prepare --size` offers)
+
+
 class ModelConfig(_Strict):
     arch: Literal["image", "flat", "mlp"] = "image"
-    image_size: Literal[32, 64, 128, 256] = 256
+    image_size: Literal[IMAGE_SIZES] = 256
     channels: PositiveInt = 3
     # conv trunks (image, flat): one stride-2 block per entry
     shared_channels: list[PositiveInt] = [32, 64, 128, 256]
@@ -173,10 +176,11 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "override") 
     return data
 
 
-def _format_error(source: str, err: ValidationError) -> str:
+def format_validation_error(source: str | Path, err: ValidationError, prefix: str = "") -> str:
+    """The first problem of a pydantic error as `source: key.sub: what (got value)`: every schema's one line."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    key = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         return f"{source}: {key}: required key is missing"
     if first["type"] == "extra_forbidden":
@@ -191,7 +195,19 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_format_error(source, err)) from None
+        raise RecipeError(format_validation_error(source, err)) from None
+
+
+def validated(section: type[_Strict], data: Any, source: str, key: str):
+    """A recipe section (`ModelConfig`, `ObjectiveConfig`, ...) from a dict; errors name `source: key.sub`."""
+    if isinstance(data, section):
+        return data
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: {key}: expected a mapping, got {type(data).__name__}")
+    try:
+        return section.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(format_validation_error(source, err, prefix=key)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -8,80 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from .errors import UserError
+from .models import eval_mode
 from .retrieval import mean_average_precision, precision_at_k, recall_at_1
 
-WEIGHT_FILES = ("config.json", "model.safetensors")
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-# ---- model loading ------------------------------------------------------------------------------------------
-def _is_model_dir(path: Path) -> bool:
-    return all((path / name).is_file() for name in WEIGHT_FILES)
-
-
-def resolve_run(run_or_id: str | Path) -> tuple[Optional[Path], Optional[Path]]:
-    """(folder holding config.json + model.safetensors, folder that receives metrics.json) for a local path:
-    a run dir gives (run/best, run), a model folder gives (folder, folder). (None, None): not a local path."""
-    path = Path(run_or_id)
-    if not path.exists():
-        return None, None
-    if _is_model_dir(path):
-        return path, path
-    if _is_model_dir(path / "best"):
-        return path / "best", path
-    missing = [n for n in WEIGHT_FILES if not (path / "best" / n).is_file()]
-    raise UserError(
-        f"{path}: not a run (no {path / 'best'} with {', '.join(missing)}) nor a model folder "
-        f"(config.json + model.safetensors); has training selected a model yet?"
-    )
-
-
-def _one_line(err: Exception) -> str:
-    """The first two lines of an error (state_dict errors put the detail on the second), and how many follow."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-    more = f" (+{len(lines) - 2} more)" if len(lines) > 2 else ""
-    return " ".join(lines[:2]) + more
-
-
-def load_model(run_or_id: str | Path, device: Optional[str | torch.device] = None):
-    """The selected model of a run dir (`<run>/best`), a model folder, or a Hub repo id; strict, in eval mode."""
-    from .models import IIAE
-
-    weights, _ = resolve_run(run_or_id)
-    source = str(weights) if weights is not None else str(run_or_id)
-    if weights is None and not _HUB_ID.match(source):
-        raise UserError(f"{source}: no such run dir or model folder, and not a Hub repo id (user/name)")
-    try:
-        model = IIAE.from_pretrained(source)
-    except UserError:
-        raise
-    except Exception as err:  # a Hub lookup failure or a strict-loading error: one line naming the source
-        where = "local model" if weights is not None else "no local run of that name; Hub model"
-        raise UserError(f"{source}: cannot load {where}: {_one_line(err)}") from None
-    return model.to(device) if device is not None else model
-
-
 # ---- embedding ----------------------------------------------------------------------------------------------
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Eval mode (BN running statistics, no dropout) for the block; the previous mode comes back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def _device(model: torch.nn.Module, device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
@@ -131,13 +67,13 @@ def _count(info, split: str, limit: Optional[int], domain: Optional[str] = None)
 def _image_size(model) -> Optional[int]:
     from .models import input_kind
 
-    return model.recipe.model.image_size if input_kind(model.recipe.model) == "image" else None
+    return model.cfg.image_size if input_kind(model.cfg) == "image" else None
 
 
 def _check_compatible(model, info) -> None:
     from .models import check_fits
 
-    check_fits(model.recipe.model, info, where="the model's model")
+    check_fits(model.cfg, info, where="the model's model")
 
 
 def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
@@ -206,10 +142,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip checking each shard's sha256 against dataset.json")
 
 
-def default_device(device: Optional[str]) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def print_table(record: dict) -> None:
     print(f"{record['model']}  on  {record['dataset']}/{record['split']}")
     for key, value in record.items():
@@ -221,27 +153,29 @@ def print_table(record: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .data import load_dataset_info
+    from .device import resolve_device
+    from .run_dir import data_root, load_model, resolve_run
 
-    device = default_device(args.device)
+    device = resolve_device(args.device)
     _, run_dir = resolve_run(args.run)
     model = load_model(args.run, device)
-    info = load_dataset_info(args.data or model.recipe.data.root, verify=not args.no_verify)
+    info = load_dataset_info(data_root(args.run, args.data), verify=not args.no_verify)
     metrics = evaluate(model, info, args.split, batch_size=args.batch_size, limit=args.limit, device=device,
                        progress=not args.json)
     if args.fidelity:
         from .fidelity import fidelity_metrics
 
-        cache = run_dir / "fidelity" if run_dir is not None else None
+        cache = run_dir.fidelity if run_dir is not None else None
         metrics.update(fidelity_metrics(model, info, args.split, cache_dir=cache, steps=args.fidelity_steps,
                                         batch_size=args.batch_size, limit=args.limit, device=device,
                                         progress=not args.json))
     record = {"model": str(args.run), "dataset": info.name, "split": args.split, **metrics}
     if run_dir is not None:
-        (run_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        run_dir.eval_results.write_text(json.dumps(record, indent=2) + "\n")
     if args.json:
         print(json.dumps(record))
     else:
         print_table(record)
         if run_dir is not None:
-            print(f"wrote {run_dir / 'metrics.json'}")
+            print(f"wrote {run_dir.eval_results}")
     return 0

@@ -130,17 +130,17 @@ def fidelity_metrics(model, info, split: str, *, cache_dir: Optional[str | Path]
                      progress: bool = True) -> dict:
     """translation_accuracy_x2y/_y2x, translation_diversity_x2y/_y2x and classifier_accuracy_x/_y on `split`."""
     from .data import iter_eval_batches
-    from .evaluate import eval_mode
+    from .models import eval_mode
 
     if info.kind != "image":
         raise UserError(f"dataset {info.name} holds features: translation fidelity applies to image datasets")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     clfs = classifiers(info, Path(cache_dir) if cache_dir is not None else None,
-                       channels=model.recipe.model.channels, steps=steps, device=device, progress=progress)
+                       channels=model.cfg.channels, steps=steps, device=device, progress=progress)
     gen = torch.Generator().manual_seed(seed)
     sums = dict.fromkeys(["acc_x2y", "acc_y2x", "div_x2y", "div_y2x", "real_x", "real_y"], 0.0)
     count = 0
-    batches = iter_eval_batches(info, split, batch_size, image_size=model.recipe.model.image_size, limit=limit)
+    batches = iter_eval_batches(info, split, batch_size, image_size=model.cfg.image_size, limit=limit)
     with eval_mode(model):
         for batch in tqdm(batches, desc="fidelity", disable=not progress, leave=False):
             cls = batch["cls"].to(device)

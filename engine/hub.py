@@ -1,19 +1,23 @@
 """Publishing to the Hugging Face Hub: the model card, and `iiae push RUN --repo-id user/name [--private]`.
 
-One commit holds `best/` (config.json = the resolved recipe, model.safetensors, selection.json), README.md (the
-card), metrics.json and the newest sample grid, so a repo never shows weights without their card.
+One commit holds `best/` (config.json = the model and objective sections, model.safetensors, recipe.yaml,
+selection.json), README.md (the card), eval_results.json and the newest sample grid, so a repo never shows weights without their card.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import yaml
 
-from .config import recipe_from_dict
-from .errors import UserError
+from .config import ModelConfig, ObjectiveConfig, Recipe, validated
+from .data.catalogue import domain_names
+from .errors import UserError, first_line
+from .models import input_kind
+from .run_dir import RunDir
 
 CITATION = """@inproceedings{hwang2020variational,
   title     = {Variational Interaction Information Maximization for Cross-domain Disentanglement},
@@ -23,32 +27,38 @@ CITATION = """@inproceedings{hwang2020variational,
   year      = {2020}
 }"""
 
-# what X and Y hold in the paper's datasets (dataset.json names); other datasets fall back to "domain X / Y"
-DOMAIN_NAMES = {
-    "mnist-cdcb": ("CB: a white digit on a coloured background", "CD: a coloured digit on black"),
-    "facades": ("building facade photo", "facade label map"),
-    "maps": ("satellite image", "map rendering"),
-    "cars": ("car at azimuth 0", "the same car at another azimuth"),
-    "sketchy": ("sketch (512-d VGG feature)", "photo (512-d VGG feature)"),
-}
 GRID_NAME, SWAP_NAME = "translation_grid.png", "swap_grid.png"
 _RUN_INFO = {"model", "dataset", "split"}  # the non-metric entries of metrics.json
 
 
-def _read_run(run_dir: Path) -> tuple[Path, dict, dict]:
-    """(folder with the weights, resolved recipe dict, metrics dict or {}) of a run dir or model folder."""
-    from .evaluate import resolve_run
+@dataclass
+class _Published:
+    """What a card describes: the weights folder, the model's own config, the run's recipe (None for a bare model
+    folder) and its latest evaluation."""
 
-    weights, metrics_dir = resolve_run(run_dir)
+    weights: Path
+    model: ModelConfig
+    objective: ObjectiveConfig
+    recipe: Optional[Recipe]
+    metrics: dict
+
+
+def _read_run(run_dir: Path) -> _Published:
+    from .run_dir import resolve_run
+
+    weights, run = resolve_run(run_dir)
     if weights is None:
         raise UserError(f"{run_dir}: no such run dir")
     try:
         config = json.loads((weights / "config.json").read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{weights / 'config.json'}: invalid JSON ({err})") from None
-    metrics_file = metrics_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return weights, config, metrics
+    if not isinstance(config, dict):
+        raise UserError(f"{weights / 'config.json'}: expected a JSON object with model and objective sections")
+    recipe = run.read_recipe() or RunDir(weights).read_recipe()
+    model = validated(ModelConfig, config.get("model"), str(weights / "config.json"), "model")
+    objective = validated(ObjectiveConfig, config.get("objective"), str(weights / "config.json"), "objective")
+    return _Published(weights, model, objective, recipe, run.read_eval_results())
 
 
 def sample_grids(run_dir: Path) -> list[tuple[Path, str]]:
@@ -69,33 +79,34 @@ def _fmt(value) -> str:
 def model_card(run_dir: str | Path, repo_id: str) -> str:
     """The README.md of the Hub repo: metadata, task, data, metrics, objective weights, recipe, usage, citation."""
     run_dir = Path(run_dir)
-    _, config, metrics = _read_run(run_dir)
-    recipe = recipe_from_dict(config, "config.json")
-    obj, arch = recipe.objective, recipe.model.arch
-    dataset = metrics.get("dataset") or Path(recipe.data.root).name
-    x_name, y_name = DOMAIN_NAMES.get(dataset, ("domain X", "domain Y"))
+    pub = _read_run(run_dir)
+    obj, cfg, recipe, metrics = pub.objective, pub.model, pub.recipe, pub.metrics
+    name = recipe.name if recipe is not None else pub.weights.resolve().name
+    arch, features = cfg.arch, input_kind(cfg) == "feature"
+    dataset = metrics.get("dataset") or (Path(recipe.data.root).name if recipe is not None else "unknown")
+    x_name, y_name = domain_names(dataset)
     meta = {
         "library_name": "iiae",
         "license": "apache-2.0",
-        "pipeline_tag": "feature-extraction" if arch == "mlp" else "image-to-image",
+        "pipeline_tag": "feature-extraction" if features else "image-to-image",
         "tags": ["iiae", "cross-domain-disentanglement", "cross-domain-retrieval", "vae", "pytorch"],
     }
-    if arch == "mlp":
+    if features:
         task = ("Zero-shot sketch-based image retrieval: sketches and photos (VGG features) are embedded into a "
                 "shared code z^s; photos are ranked by cosine similarity to a sketch's code.")
         usage = ('z_sketch = model.encode_shared(sketch_features, "x")   # [B, 512] VGG features -> [B, 64]')
     else:
-        size = recipe.model.image_size
+        size = cfg.image_size
         task = ("Cross-domain disentanglement: the shared code z^s (what X and Y have in common) and exclusive codes "
                 "z^x, z^y (what only one domain has). Uses: cross-domain retrieval (nearest shared code) and "
                 "diverse image-to-image translation (shared code of the input + an exclusive code from N(0, I)).")
-        usage = (f'ys = model.translate(x, "y", n=3)   # x: [B, {recipe.model.channels}, {size}, {size}] in [-1, 1] '
-                 f'-> [3, B, {recipe.model.channels}, {size}, {size}]')
+        usage = (f'ys = model.translate(x, "y", n=3)   # x: [B, {cfg.channels}, {size}, {size}] in [-1, 1] '
+                 f'-> [3, B, {cfg.channels}, {size}, {size}]')
     lines = [
         "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
         f"An **IIAE** (Interaction Information Auto-Encoder; Hwang et al., NeurIPS 2020) trained with the "
-        f"`{recipe.name}` recipe (arch `{arch}`).", "",
+        f"`{name}` recipe (arch `{arch}`).", "",
         "## Task", "", task, "",
         "## Data", "",
         f"- dataset: `{dataset}`" + (f" (metrics on the `{metrics['split']}` split)" if "split" in metrics else ""),
@@ -106,7 +117,7 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
     if values:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in values.items()]
     else:
-        lines.append("Not evaluated yet (`iiae eval RUN --data DIR` writes metrics.json).")
+        lines.append("Not evaluated yet (`iiae eval RUN --data DIR` writes eval_results.json).")
     lines += [
         "", "Recall@1 is over the whole split as gallery (squared Euclidean on the r means, ties to the lowest "
         "index); the exclusive rows are the ablation (≈ 1/n when the codes are disentangled).", "",
@@ -128,8 +139,9 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         "from engine.models import IIAE",
         f'model = IIAE.from_pretrained("{repo_id}")   # strict loading, eval mode',
         usage, "```", "",
-        "## Recipe (resolved; also `config.json`)", "", "```yaml",
-        yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```", "",
+        "## Recipe (resolved; `recipe.yaml`; the model's own sections are `config.json`)", "", "```yaml",
+        yaml.safe_dump(recipe.to_dict() if recipe is not None else {"model": cfg.model_dump(mode="json"),
+                       "objective": obj.model_dump(mode="json")}, sort_keys=False).strip(), "```", "",
         "## Citation", "", "```bibtex", CITATION, "```", "",
     ]
     return "\n".join(lines)
@@ -140,26 +152,25 @@ def push(run_dir: str | Path, repo_id: str, private: bool = False, token: Option
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
-    from .evaluate import load_model
+    from .run_dir import load_model
 
     run_dir = Path(run_dir)
-    weights, _, _ = _read_run(run_dir)
+    weights = _read_run(run_dir).weights
     load_model(weights)  # refuse to publish weights that do not load strictly
     card = model_card(run_dir, repo_id)
     # save_pretrained's generic README is replaced by the card
     ops = [CommitOperationAdd(p.name, str(p)) for p in sorted(weights.iterdir()) if p.is_file() and p.name != "README.md"]
     ops.append(CommitOperationAdd("README.md", card.encode()))
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.is_file() and weights != run_dir:
-        ops.append(CommitOperationAdd("metrics.json", str(metrics_file)))
+    results = RunDir(run_dir).eval_results
+    if results.is_file() and weights != run_dir:
+        ops.append(CommitOperationAdd(results.name, str(results)))
     ops += [CommitOperationAdd(name, str(path)) for path, name in sample_grids(run_dir)]
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         info = api.create_commit(repo_id, ops, commit_message=f"Upload IIAE ({run_dir.resolve().name})", repo_type="model")
     except (HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"push to {repo_id} failed: {first}") from err
+        raise UserError(f"push to {repo_id} failed: {first_line(err)}") from err
     return info.commit_url
 
 

@@ -14,9 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def summary(recipe) -> dict:
-    from .models import IIAE
+    from .models import IIAE, input_kind
 
-    model = IIAE(recipe.to_dict())
+    model = IIAE.from_recipe(recipe)
     z_shared, z_exclusive = model.latent_shapes()
     counts = model.parameter_counts()
     obj = recipe.objective
@@ -24,6 +24,7 @@ def summary(recipe) -> dict:
         "name": recipe.name,
         "arch": recipe.model.arch,
         "model": recipe.model.model_dump(),
+        "input": input_kind(recipe.model),
         "parameters": counts["total"],
         "parameters_per_part": {k: v for k, v in counts.items() if k != "total"},
         "z_shared": z_shared,
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"recipe      {info['name']}  (arch {info['arch']})")
     m = info["model"]
-    inputs = (f"{m['feature_dim']}-d features" if m["arch"] == "mlp" else
+    inputs = (f"{m['feature_dim']}-d features" if info["input"] == "feature" else
               f"{m['image_size']} px  channels shared {m['shared_channels']} exclusive {m['exclusive_channels']}")
     print(f"model       {inputs}  dropout {m['dropout']:g}" + ("  shared_input_norm" if m["shared_input_norm"] else ""))
     print(f"objective   beta={info['beta']}  Lambda={info['Lambda']}  lambda_paper={info['lambda_paper']:g}  "

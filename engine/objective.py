@@ -15,7 +15,7 @@ import torch
 
 from .config import ObjectiveConfig
 
-TERMS = ("recon_x", "recon_y", "kl_x", "kl_y", "kl_s", "kl_rx", "kl_ry")
+TERMS = ("recon_x", "recon_y", "kl_x", "kl_y", "kl_s", "kl_rx", "kl_ry")  # the KL ones are KLTerms' fields
 
 
 def annealing(step: int, anneal_steps: int) -> float:
@@ -41,20 +41,16 @@ class KLTerms:
     kl_ry: torch.Tensor
 
 
-def iiae_loss(
-    cfg: ObjectiveConfig, step: int, x_hat: torch.Tensor, x: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor, kl: KLTerms
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and every term (batch means) for logging."""
-    beta, lam = cfg.beta, cfg.Lambda
-    c_t = annealing(step, cfg.anneal_steps)
+def iiae_loss(cfg: ObjectiveConfig, c_t: float | torch.Tensor, x: torch.Tensor, y: torch.Tensor, out
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The total loss for the model's output `out` (an IIAEOutput) on inputs x, y, and every term of `TERMS`
+    (batch means) for logging. `c_t` is the annealing factor of this step, computed by the caller outside any
+    compiled region (`annealing`)."""
+    beta, lam, kl = cfg.beta, cfg.Lambda, out.kl
     terms = {
-        "recon_x": reconstruction(x_hat, x, cfg.recon, cfg.recon_weight),
-        "recon_y": reconstruction(y_hat, y, cfg.recon, cfg.recon_weight),
-        "kl_x": kl.kl_x.mean(),
-        "kl_y": kl.kl_y.mean(),
-        "kl_s": kl.kl_s.mean(),
-        "kl_rx": kl.kl_rx.mean(),
-        "kl_ry": kl.kl_ry.mean(),
+        "recon_x": reconstruction(out.x_hat, x, cfg.recon, cfg.recon_weight),
+        "recon_y": reconstruction(out.y_hat, y, cfg.recon, cfg.recon_weight),
+        **{name: getattr(kl, name).mean() for name in TERMS[2:]},
     }
     total = (
         (beta + lam) * (terms["recon_x"] + terms["recon_y"])

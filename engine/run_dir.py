@@ -1,33 +1,71 @@
-"""The run folder: who owns it, what may be deleted in it, and the lock that keeps a second writer out.
+"""The run folder: the names of what it holds, who owns it, what may be deleted in it, and loading its model.
 
 A folder becomes a run when the engine creates or claims it: it then holds `.iiae-run` (a marker naming the
 engine). The engine deletes only inside a marked folder, and there only the names it writes itself (`ENGINE_NAMES`);
-it never deletes, or even writes into, a folder it did not create unless that folder is empty. The live writer
-holds `.iiae-lock` (pid + host, under an exclusive `flock`): the kernel drops the flock when the process dies, so a
-dead holder's lock is recognised and taken over, and a live one refuses a second trainer.
+it never deletes, or even writes into, a folder it did not create unless that folder is empty. While a run trains,
+its writer holds the folder's lock (`engine.run_lock`).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 import shutil
-import socket
-import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .checkpoint import latest_checkpoint
-from .errors import UserError
+from .errors import UserError, first_line
+from .run_lock import LOCK, RunLock
+
+if TYPE_CHECKING:
+    from .config import Recipe
 
 MARKER = ".iiae-run"
-LOCK = ".iiae-lock"
+WEIGHT_FILES = ("config.json", "model.safetensors")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class RunDir:
+    """Where each artefact of a run lives (one name per file, so a reader knows which is which)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.recipe = self.root / "recipe.yaml"  # the resolved recipe the run trains
+        self.run_info = self.root / "run.json"  # device, ranks, kernel backend, versions
+        self.train_log = self.root / "train_log.jsonl"  # one JSON object per logged training / validation step
+        self.eval_results = self.root / "eval_results.json"  # the latest `iiae eval` of the selected model
+        self.curves = self.root / "curves.png"
+        self.checkpoints = self.root / "checkpoints"
+        self.best = self.root / "best"  # the selected model, in Hub format (+ recipe.yaml, selection.json)
+        self.samples = self.root / "samples"
+        self.tensorboard = self.root / "tensorboard"
+        self.fidelity = self.root / "fidelity"  # cached fidelity classifiers
+        self.lock = RunLock(self.root)  # taken by the main process of a training run when it claims the folder
+
+    def sample_grid(self, step: int) -> Path:
+        return self.samples / f"step_{step:07d}.png"
+
+    def read_eval_results(self) -> dict:
+        """eval_results.json, or `metrics.json` of runs evaluated by older versions, or {}."""
+        for path in (self.eval_results, self.root / "metrics.json"):
+            if path.is_file():
+                return json.loads(path.read_text())
+        return {}
+
+    def read_recipe(self) -> Optional["Recipe"]:
+        from .config import load_recipe
+
+        for path in (self.recipe, self.best / "recipe.yaml"):
+            if path.is_file():
+                return load_recipe(path)
+        return None
+
+
 # everything a training run or `iiae eval/translate` writes at the top of a run folder; trackers' own folders too
-ENGINE_NAMES = frozenset({
-    MARKER, LOCK, "recipe.yaml", "run.json", "metrics.jsonl", "metrics.json", "curves.png", "checkpoints", "best",
-    "samples", "tensorboard", "fidelity", "wandb", "mlruns", "aim", ".aim",
-})
+ENGINE_NAMES = frozenset({MARKER, LOCK, "metrics.jsonl", "metrics.json", "wandb", "mlruns", "aim", ".aim"} | {
+    path.name for key, path in vars(RunDir(".")).items() if isinstance(path, Path) and key != "root"})
 
 
 def check_output_dir(raw: str, protected: dict[str, str | os.PathLike] | None = None) -> Path:
@@ -70,7 +108,7 @@ def _listing(names: list[str], limit: int = 5) -> str:
 
 
 def claim_output_dir(run: Path, *, resume: bool, explicit_resume: bool, overwrite: bool,
-                     lock: Optional["RunLock"] = None) -> Optional[Path]:
+                     lock: Optional[RunLock] = None) -> Optional[Path]:
     """Decide what to do with `run` before training; returns the checkpoint to resume from, if any.
 
     Missing or empty → start (marked as ours). `overwrite` → delete the engine's files of our run, then start;
@@ -117,44 +155,54 @@ def _mark(run: Path) -> None:
         marker.write_text(json.dumps({"created_by": "iiae", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
 
 
-class RunLock:
-    """Exclusive right to write into a run folder, for the life of the process (`release` ends it early).
-
-    The lock file holds the holder's pid and host; the `flock` on it is what proves the holder alive."""
-
-    def __init__(self, run: Path):
-        self.path = Path(run) / LOCK
-        self._fd: Optional[int] = None
-
-    def acquire(self) -> "RunLock":
-        if self._fd is not None:
-            return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise UserError(f"{self.path.parent}: another live process writes this run ({holder}); "
-                            f"wait for it to end or stop it first") from None
-        previous = _read_holder(fd)
-        if previous:  # the file outlived its holder (killed, machine crashed): the flock says it is gone
-            print(f"notice: took over the lock of a run that ended without releasing it ({previous})", file=sys.stderr)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-            self._fd = None
+# ---- the model of a run, a model folder or a Hub repo -------------------------------------------------------
+def _is_model_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in WEIGHT_FILES)
 
 
-def _read_holder(fd: int) -> str:
+def resolve_run(run_or_id: str | os.PathLike) -> tuple[Optional[Path], Optional[RunDir]]:
+    """(folder holding config.json + model.safetensors, the folder that receives eval results) for a local path:
+    a run dir gives (run/best, run), a model folder gives (folder, folder). (None, None): not a local path."""
+    path = Path(run_or_id)
+    if not path.exists():
+        return None, None
+    if _is_model_dir(path):
+        return path, RunDir(path)
+    if _is_model_dir(path / "best"):
+        return path / "best", RunDir(path)
+    missing = [n for n in WEIGHT_FILES if not (path / "best" / n).is_file()]
+    raise UserError(
+        f"{path}: not a run (no {path / 'best'} with {', '.join(missing)}) nor a model folder "
+        f"(config.json + model.safetensors); has training selected a model yet?"
+    )
+
+
+def load_model(run_or_id: str | os.PathLike, device=None):
+    """The selected model of a run dir (`<run>/best`), a model folder, or a Hub repo id; strict, in eval mode."""
+    from .models import IIAE
+
+    weights, _ = resolve_run(run_or_id)
+    source = str(weights) if weights is not None else str(run_or_id)
+    if weights is None and not _HUB_ID.match(source):
+        raise UserError(f"{source}: no such run dir or model folder, and not a Hub repo id (user/name)")
     try:
-        holder = json.loads(os.pread(fd, 4096, 0) or b"null")
-        return f"pid {holder['pid']} on {holder['host']}" if holder else ""
-    except (ValueError, KeyError, TypeError):
-        return "unknown holder"
+        model = IIAE.from_pretrained(source)
+    except UserError:
+        raise
+    except Exception as err:  # a Hub lookup failure or a strict-loading error: one line naming the source
+        where = "local model" if weights is not None else "no local run of that name; Hub model"
+        raise UserError(f"{source}: cannot load {where}: {first_line(err, lines=2)}") from None
+    return model.to(device) if device is not None else model
+
+
+def data_root(run_or_id: str | os.PathLike, given: Optional[str]) -> str:
+    """The dataset to evaluate on: `--data`, else the data.root of the recipe beside the model."""
+    if given:
+        return given
+    weights, run = resolve_run(run_or_id)
+    recipe = run.read_recipe() if run is not None else None
+    if recipe is None and weights is not None:
+        recipe = RunDir(weights).read_recipe()
+    if recipe is None:
+        raise UserError(f"{run_or_id}: no recipe.yaml beside the model to take data.root from; pass --data DIR")
+    return recipe.data.root

@@ -1,9 +1,13 @@
-"""Model selection as in the paper: keep the weights with the best validation shared Recall@1
+"""Validation and model selection as in the paper: keep the weights with the best validation shared Recall@1
 (X→Y + Y→X) among those whose exclusive codes retrieve no better than `exclusive_limit`, from
 step `select_after` on."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 
@@ -36,3 +40,56 @@ class Selector:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+class Validation:
+    """Trainer component: validation metrics every `train.eval_every` steps and on the last one (main process),
+    model selection on them (`Selector`, in the checkpointed train state), and the selected model in `best/`."""
+
+    def __init__(self, recipe, info, best: Path):
+        self.recipe, self.info, self.best = recipe, info, Path(best)
+
+    def metrics(self, model, device) -> dict:
+        from .evaluate import evaluate
+
+        limit = self.recipe.data.valid_limit if self.info.layout == "paired" else None
+        return evaluate(model, self.info, self.recipe.data.valid_split, limit=limit, device=device)
+
+    def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
+        step, cfg = trainer.state.step, self.recipe.train
+        if step % cfg.eval_every and step != cfg.max_steps:
+            return
+        if trainer.accelerator.is_main_process:
+            metrics = {**self.metrics(trainer.raw_model, trainer.accelerator.device),
+                       "train_seconds": trainer.state.train_seconds}
+            trainer.logger.log(step, "valid", metrics)
+            if cfg.selection == "best" and "recall_at_1_x2y" in metrics and trainer.state.selector.update(step, metrics):
+                save_best(trainer.raw_model, self.best, step, metrics, self.recipe)
+            trainer.bar.write(f"step {step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                          if isinstance(v, float)))
+            trainer.logger.plot()
+        trainer.accelerator.wait_for_everyone()
+
+    def end(self, trainer) -> None:
+        """Without a selected model (selection: last, or no validation point met the rule): the final weights."""
+        cfg = self.recipe.train
+        if trainer.accelerator.is_main_process and (cfg.selection == "last" or trainer.state.selector.best_step is None):
+            if cfg.selection == "best":
+                trainer.accelerator.print("warning: no validation point met the selection rule; saving the final weights")
+            save_best(trainer.raw_model, self.best, trainer.state.step, {"selection": "last"}, self.recipe)
+
+
+def save_best(model, best: Path, step: int, metrics: dict, recipe) -> None:
+    """The model in Hub format with `selection.json` and the resolved `recipe.yaml` beside it. Written into a
+    temporary folder, then moved into best/ file by file (atomic renames), weights before selection.json: a
+    crash at any moment leaves a best/ that loads."""
+    from .config import save_recipe
+
+    tmp = best / ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    save_recipe(recipe, tmp / "recipe.yaml")
+    (tmp / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+    for name in sorted(p.name for p in tmp.iterdir() if p.name != "selection.json") + ["selection.json"]:
+        os.replace(tmp / name, best / name)
+    tmp.rmdir()

@@ -95,7 +95,7 @@ def translation_grid(model, x: torch.Tensor, y: torch.Tensor, n_rows: int = 4,
     """Both directions for the first `n_rows` pairs: an X→Y block over a Y→X block (see the module doc).
 
     Runs in eval mode without gradients and restores the model's mode; the inputs are not modified."""
-    from .evaluate import eval_mode
+    from .models import eval_mode
 
     if x.dim() != 4:
         raise ValueError(f"translation grids need images [B, C, H, W], got shape {tuple(x.shape)}")
@@ -125,7 +125,7 @@ def swap_tiles(model, v: torch.Tensor, domain: str) -> torch.Tensor:
 
 def swap_grid(model, v: torch.Tensor, domain: str, n: Optional[int] = None) -> Image.Image:
     """The exclusive-swap grid of the first `n` images (default all) of one domain; eval mode, mode restored."""
-    from .evaluate import eval_mode
+    from .models import eval_mode
 
     v = v[:n].to(_model_device(model))
     with eval_mode(model):
@@ -148,19 +148,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .data import iter_eval_batches, load_dataset_info
-    from .evaluate import default_device, load_model, resolve_run
+    from .device import resolve_device
+    from .run_dir import data_root, load_model, resolve_run
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
     _, run_dir = resolve_run(args.run)
     if args.out is None and run_dir is None:
         raise UserError("--out is required when RUN is a Hub repo id")
-    out = Path(args.out) if args.out else run_dir / "samples" / "translation.png"
-    model = load_model(args.run, default_device(args.device))
-    info = load_dataset_info(args.data or model.recipe.data.root)
+    out = Path(args.out) if args.out else run_dir.samples / "translation.png"
+    model = load_model(args.run, resolve_device(args.device))
+    info = load_dataset_info(data_root(args.run, args.data))
     if info.kind != "image":
         raise UserError(f"dataset {info.name} holds {info.kind}s, not images: translation grids apply to image datasets")
-    batch = next(iter(iter_eval_batches(info, args.split, args.n, image_size=model.recipe.model.image_size,
+    batch = next(iter(iter_eval_batches(info, args.split, args.n, image_size=model.cfg.image_size,
                                         limit=args.n)), None)
     if batch is None:
         raise UserError(f"{info.name}/{args.split} is empty")

@@ -24,8 +24,8 @@ else
 fi
 
 echo "== 3/4 evaluate on the full test split"
-if [ -f "$RUN/metrics.json" ] && [ "$RUN/metrics.json" -nt "$RUN/best/model.safetensors" ]; then
-  echo "reusing $RUN/metrics.json"
+if [ -f "$RUN/eval_results.json" ] && [ "$RUN/eval_results.json" -nt "$RUN/best/model.safetensors" ]; then
+  echo "reusing $RUN/eval_results.json"
 else
   $PY -m engine.cli eval "$RUN" --data "$DATA" --split test --fidelity
 fi

@@ -24,7 +24,7 @@ def machine() -> str:
 
 
 def row(run: Path) -> str:
-    m = json.loads((run / "metrics.json").read_text())
+    m = json.loads((run / "eval_results.json").read_text())
     sel = json.loads((run / "best" / "selection.json").read_text())
     recipe = (run / "recipe.yaml").read_text()
     name = next(line.split(":", 1)[1].strip() for line in recipe.splitlines() if line.startswith("name:"))

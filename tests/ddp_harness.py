@@ -1,4 +1,4 @@
-"""Runs the engine's `train_step` on a fixed global batch of 8 rows split over ranks and accumulation steps.
+"""Runs the Trainer's `train_step` on a fixed global batch of 8 rows split over ranks and accumulation steps.
 
     python tests/ddp_harness.py OUT.json ACCUM        (or under torchrun)
 
@@ -11,28 +11,24 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from torch.nn.modules.batchnorm import _BatchNorm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.config import load_recipe  # noqa: E402
-from engine.models import IIAE  # noqa: E402
-from engine.step import train_step  # noqa: E402
-from engine.train import end_run  # noqa: E402
+from engine.shutdown import end_run  # noqa: E402
+from engine.trainer import Trainer  # noqa: E402
 
 GLOBAL_BATCH, STEPS = 8, 4
 
 
 def main(out: str, accum: int) -> None:
-    acc = Accelerator(cpu=True, gradient_accumulation_steps=accum)
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/debug.yaml", ["model.dropout=0"])
-    torch.manual_seed(0)
-    model = IIAE(recipe.to_dict())
-    for m in model.modules():
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/debug.yaml",
+                         ["model.dropout=0", "optim.lr=1e-3", f"train.gradient_accumulation_steps={accum}"])
+    trainer = Trainer.build(recipe, device="cpu")
+    acc = trainer.accelerator
+    for m in trainer.model.modules():
         if isinstance(m, _BatchNorm):
             m.eval()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    model, opt = acc.prepare(model, opt)
     g = torch.Generator().manual_seed(1)
     X = torch.rand(STEPS, GLOBAL_BATCH, 3, 32, 32, generator=g) * 2 - 1
     Y = torch.rand(STEPS, GLOBAL_BATCH, 3, 32, 32, generator=g) * 2 - 1
@@ -42,10 +38,9 @@ def main(out: str, accum: int) -> None:
     for t in range(STEPS):
         # micro-batch m of rank r holds global rows (m·world + r)·micro ...: the engine's row convention
         chunks = [slice((m * world + rank) * micro, (m * world + rank + 1) * micro) for m in range(accum)]
-        batches = [{"x": X[t, c], "y": Y[t, c]} for c in chunks]
-        terms = train_step(acc, model, opt, batches, step=t, seed=100 + t)
+        terms = trainer.train_step([{"x": X[t, c], "y": Y[t, c]} for c in chunks])
         losses.append(acc.reduce(terms["loss"], reduction="mean").item())
-    checksum = sum(p.double().sum().item() for p in acc.unwrap_model(model).parameters())
+    checksum = sum(p.double().sum().item() for p in trainer.raw_model.parameters())
     sums = acc.gather(torch.tensor([checksum], dtype=torch.float64)).tolist()
     if acc.is_main_process:
         Path(out).write_text(json.dumps({"world": world, "accum": accum, "losses": losses, "checksums": sums}))

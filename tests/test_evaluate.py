@@ -14,7 +14,8 @@ from engine.config import load_recipe, save_recipe
 from engine.data import load_dataset_info, write_dataset
 from engine.data.samples import encode_sample
 from engine.errors import UserError
-from engine.evaluate import embed, evaluate, load_model, paired_metrics, sketchy_metrics
+from engine.evaluate import embed, evaluate, paired_metrics, sketchy_metrics
+from engine.run_dir import load_model
 from engine.models import IIAE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -53,7 +54,7 @@ class IdentityCodes(nn.Module):
     def __init__(self, arch="image", image_size=32):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
-        self.recipe = SimpleNamespace(model=SimpleNamespace(arch=arch, image_size=image_size, channels=3))
+        self.cfg = SimpleNamespace(arch=arch, image_size=image_size, channels=3)
         self.calls = []
 
     def encode_shared(self, v, domain):
@@ -100,7 +101,7 @@ def test_model_and_dataset_kinds_must_match(tmp_path):
 
 def _model(seed=0) -> IIAE:
     torch.manual_seed(seed)
-    return IIAE(load_recipe(RECIPES / "debug.yaml").to_dict())
+    return IIAE.from_recipe(load_recipe(RECIPES / "debug.yaml"))
 
 
 def test_embed_flattens_means_in_eval_mode():
@@ -125,7 +126,7 @@ def _run(tmp_path: Path, data: Path, recipe: str = "debug.yaml") -> Path:
     recipe = load_recipe(RECIPES / recipe, [f"data.root={data}", f"train.output_dir={tmp_path / 'run'}"])
     run = tmp_path / "run"
     torch.manual_seed(0)
-    IIAE(recipe.to_dict()).save_pretrained(run / "best")
+    IIAE.from_recipe(recipe).save_pretrained(run / "best")
     save_recipe(recipe, run / "recipe.yaml")
     return run
 
@@ -157,7 +158,7 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
     run, data = debug_run
     assert cli.main(["eval", str(run), "--data", str(data), "--json", "--batch-size", "10"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((run / "metrics.json").read_text())
+    assert printed == json.loads((run / "eval_results.json").read_text())
     assert printed["n"] == 64 and printed["dataset"] == "mnist-cdcb" and printed["split"] == "test"
     for key in ("recall_at_1_x2y", "recall_at_1_y2x", "exclusive_recall_at_1_x2y", "exclusive_recall_at_1_y2x"):
         assert 0.0 <= printed[key] <= 1.0
@@ -175,7 +176,7 @@ def test_eval_cli_fidelity(debug_run, capsys):
         assert 0.0 <= printed[key] <= 1.0
     assert printed["translation_diversity_x2y"] >= 0.0
     assert sorted(p.name for p in (run / "fidelity").iterdir()) == ["classifier_x.safetensors", "classifier_y.safetensors"]
-    assert "translation_accuracy_x2y" in json.loads((run / "metrics.json").read_text())
+    assert "translation_accuracy_x2y" in json.loads((run / "eval_results.json").read_text())
     # the saved classifiers are reused: a second run trains nothing and scores the same
     stamps = [p.stat().st_mtime_ns for p in sorted((run / "fidelity").iterdir())]
     assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "20"]) == 0

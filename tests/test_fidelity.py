@@ -37,7 +37,7 @@ class _Translator(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.spread = spread
-        self.recipe = SimpleNamespace(model=SimpleNamespace(image_size=SIZE, channels=3))
+        self.cfg = SimpleNamespace(image_size=SIZE, channels=3)
 
     def translate(self, v, to_domain, n=1, generator=None):
         z = torch.randn(n, v.shape[0], 3, 1, 1, generator=generator)

@@ -27,11 +27,11 @@ def _run_dir(tmp_path: Path, metrics=True, samples=True) -> Path:
     torch.manual_seed(0)
     recipe = load_recipe(RECIPES / "debug.yaml")
     run = tmp_path / "run"
-    IIAE(recipe.to_dict()).save_pretrained(run / "best")
+    IIAE.from_recipe(recipe).save_pretrained(run / "best")
     (run / "best" / "selection.json").write_text(json.dumps({"step": 12, "score": 1.9}))
     save_recipe(recipe, run / "recipe.yaml")
     if metrics:
-        (run / "metrics.json").write_text(json.dumps(METRICS))
+        (run / "eval_results.json").write_text(json.dumps(METRICS))
     if samples:
         (run / "samples").mkdir()
         Image.new("RGB", (8, 8)).save(run / "samples" / "step_000012.png")
@@ -95,11 +95,13 @@ def test_push_uploads_one_commit(tmp_path, hub):
     assert hub["repo"] == [("alice/iiae-debug", {"private": True, "exist_ok": True, "repo_type": "model"})]
     assert len(hub["commit"]) == 1
     repo_id, files, _ = hub["commit"][0]
-    assert sorted(files) == sorted(["config.json", "model.safetensors", "selection.json", "README.md", "metrics.json",
+    assert sorted(files) == sorted(["config.json", "model.safetensors", "selection.json", "README.md", "eval_results.json",
                                     "translation_grid.png", "swap_grid.png"])
     assert files["README.md"].decode() == model_card(run, "alice/iiae-debug")
     assert files["model.safetensors"] == (run / "best" / "model.safetensors").read_bytes()
-    assert json.loads(files["config.json"]) == load_recipe(run / "recipe.yaml").to_dict()
+    recipe = load_recipe(run / "recipe.yaml").to_dict()
+    # the model's own sections only: no local paths (data.root, train.output_dir) on the Hub
+    assert json.loads(files["config.json"]) == {"model": recipe["model"], "objective": recipe["objective"]}
     assert files["translation_grid.png"] == (run / "samples" / "step_000012.png").read_bytes()
 
 
@@ -135,7 +137,7 @@ def test_push_errors_are_one_line(tmp_path, hub, monkeypatch, capsys):
 
 def _saved(tmp_path: Path) -> tuple[IIAE, Path]:
     torch.manual_seed(0)
-    model = IIAE(load_recipe(RECIPES / "debug.yaml").to_dict())
+    model = IIAE.from_recipe(load_recipe(RECIPES / "debug.yaml"))
     # non-trivial BN statistics, so the buffers are checked too
     model.train()
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
@@ -160,7 +162,7 @@ def test_save_reload_is_bitwise_equal(tmp_path):
     t2 = loaded.translate(x, "y", n=3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(t1, t2)
     with torch.no_grad():
-        assert torch.equal(model(x, y).loss, loaded(x, y).loss)
+        assert torch.equal(model(x, y).x_hat, loaded(x, y).x_hat)
 
 
 def _tamper(path: Path, tmp_path: Path, name: str, change) -> Path:
@@ -183,7 +185,7 @@ def test_strict_loading_rejects_missing_and_extra_tensors(tmp_path):
 
 
 def test_strict_loading_rejects_a_config_that_does_not_match(tmp_path):
-    from engine.evaluate import load_model
+    from engine.run_dir import load_model
 
     _, path = _saved(tmp_path)
     config = json.loads((path / "config.json").read_text())

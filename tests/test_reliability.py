@@ -197,7 +197,7 @@ def test_second_signal_exits_at_once(debug_data, tmp_path):
             shard.unlink()
             os.mkfifo(shard)
         lines = -1
-        while lines != (lines := len((run / "metrics.jsonl").read_text().splitlines())):  # until it stops moving
+        while lines != (lines := len((run / "train_log.jsonl").read_text().splitlines())):  # until it stops moving
             time.sleep(2)
         proc.send_signal(signal.SIGTERM)
         time.sleep(2)
@@ -320,7 +320,7 @@ def test_kill_9_at_a_random_moment_then_resume_is_exact(straight_run, debug_data
     cmd = [PY, "engine/train.py", "recipes/debug.yaml", f"data.root={debug_data}", f"train.output_dir={run}", *KILL_ARGS]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     deadline = time.time() + TIMEOUT
-    while not (run / "metrics.jsonl").exists():  # training has begun
+    while not (run / "train_log.jsonl").exists():  # training has begun
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.02)
     time.sleep(random.Random(trial).uniform(0.0, 1.5))

@@ -38,14 +38,14 @@ def weights(run, step):
 
 
 def events(run, kind):
-    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    lines = (Path(run) / "train_log.jsonl").read_text().splitlines()
     return [e for e in map(json.loads, lines) if e["kind"] == kind]
 
 
 def test_debug_run_writes_every_artefact(debug_data, tmp_path):
     run = tmp_path / "run"
     proc = train(debug_data, run, "train.keep_checkpoints=1")
-    for name in ("recipe.yaml", "run.json", "metrics.jsonl", "curves.png", "best/model.safetensors",
+    for name in ("recipe.yaml", "run.json", "train_log.jsonl", "curves.png", "best/model.safetensors",
                  "best/config.json", "best/selection.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "run.json").read_text())["kernels_backend"] == "torch"
@@ -97,7 +97,7 @@ def test_sigterm_checkpoints_and_resumes(debug_data, tmp_path):
            "train.sample_every=100000", "train.log_every=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     deadline = time.time() + TIMEOUT
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+    while not (run / "train_log.jsonl").exists() or len((run / "train_log.jsonl").read_text().splitlines()) < 3:
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)

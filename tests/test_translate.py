@@ -17,7 +17,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return IIAE(load_recipe(RECIPES / "debug.yaml").to_dict())
+    return IIAE.from_recipe(load_recipe(RECIPES / "debug.yaml"))
 
 
 def _images(n, seed=0, size=32):

@@ -37,6 +37,6 @@ def check_fits(cfg, info, where: str = "model") -> None:
         print(f"notice: {info.root} holds {info.image_size}-px images; the model reads {cfg.image_size} px, so "
               "batches are downscaled", file=sys.stderr)
 
-from .iiae import IIAE, IIAEOutput  # noqa: E402  (needs ARCHITECTURES)
+from .iiae import IIAE, IIAEOutput, eval_mode  # noqa: E402  (needs ARCHITECTURES)
 
-__all__ = ["ARCHITECTURES", "IIAE", "IIAEOutput", "check_fits", "input_kind"]
+__all__ = ["ARCHITECTURES", "IIAE", "IIAEOutput", "check_fits", "eval_mode", "input_kind"]

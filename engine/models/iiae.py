@@ -1,7 +1,8 @@
-"""`IIAE`: the networks of any architecture, the sampling through the fused kernels, and the loss.
+"""`IIAE`: the networks of any architecture and the sampling through the fused kernels (the loss is
+`engine.objective`'s).
 
-One JSON-native config (the resolved recipe) builds it, so `save_pretrained` / `from_pretrained`
-(Hugging Face Hub mixin, safetensors) round-trip it with its training recipe as `config.json`.
+The recipe's `model` and `objective` sections build it, so `save_pretrained` / `from_pretrained` (Hugging Face
+Hub mixin, safetensors) round-trip exactly those as `config.json`.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from torch.nn import functional as F
 
 import kernels
 
-from ..config import Recipe, recipe_from_dict
+from ..config import ModelConfig, ObjectiveConfig, Recipe, validated
 from ..errors import UserError
-from ..objective import KLTerms, iiae_loss
+from ..objective import KLTerms
 from .blocks import init_weights
 
 DOMAINS = ("x", "y")
@@ -30,18 +31,32 @@ SHARED_NORM_EPS = 1e-4  # variance floor: a blank input stays finite
 
 @dataclass
 class IIAEOutput:
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor]
+    """One forward pass: reconstructions, samples, KL vectors [B] and the (mu, logvar) of every posterior
+    ("x", "y": exclusive q; "s": joint q(z^s|x,y); "rx", "ry": the shared encoders r)."""
+
     x_hat: torch.Tensor
     y_hat: torch.Tensor
     z_s: torch.Tensor
     z_x: torch.Tensor
     z_y: torch.Tensor
+    kl: KLTerms
+    posteriors: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def _seed(seed: Optional[int], stream: int) -> dict:
-    """Kernel keyword for latent number `stream`: a distinct 31-bit Philox seed per latent."""
-    return {} if seed is None else {"seed": (seed + stream) % (1 << 31)}
+def _seed(seed: int, stream: int) -> int:
+    """The kernel seed of latent number `stream`: a distinct 31-bit seed per latent."""
+    return (seed + stream) % (1 << 31)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode (BN running statistics, no dropout) for the block; the previous mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def inference(method):
@@ -50,13 +65,8 @@ def inference(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return method(self, *args, **kwargs)
-        finally:
-            self.train(was_training)
+        with eval_mode(self), torch.no_grad():
+            return method(self, *args, **kwargs)
 
     return wrapper
 
@@ -76,18 +86,22 @@ class IIAE(
 ):
     """Interaction Information Auto-Encoder (Hwang et al., NeurIPS 2020).
 
-    `config` is a resolved recipe as a dict (see engine.config.Recipe)."""
+    Built from the recipe's `model` and `objective` sections (dicts or configs): what `config.json` holds. A
+    config.json written by older versions holds the whole recipe; its other sections are ignored."""
 
-    def __init__(self, config: dict):
+    def __init__(self, model: dict, objective: dict, **_other_recipe_sections):
         super().__init__()
-        recipe = config if isinstance(config, Recipe) else recipe_from_dict(config, "config")
-        self.recipe = recipe
-        self.config = recipe.to_dict()
+        self.cfg: ModelConfig = validated(ModelConfig, model, "config", "model")
+        self.objective: ObjectiveConfig = validated(ObjectiveConfig, objective, "config", "objective")
         from . import ARCHITECTURES
 
-        self.arch = ARCHITECTURES[recipe.model.arch]
-        self.parts = self.arch.build(recipe.model)
+        self.arch = ARCHITECTURES[self.cfg.arch]
+        self.parts = self.arch.build(self.cfg)
         self.apply(init_weights)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> "IIAE":
+        return cls(model=recipe.model.model_dump(mode="json"), objective=recipe.objective.model_dump(mode="json"))
 
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs):
@@ -103,14 +117,14 @@ class IIAE(
 
     # ---- encoders -------------------------------------------------------------------------------------
     def _clip(self, logvar: torch.Tensor) -> torch.Tensor:
-        return logvar.clamp(max=self.recipe.objective.logvar_max)
+        return logvar.clamp(max=self.objective.logvar_max)
 
     def exclusive_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.parts.exclusive[_check_domain(domain)](v)
         return mu, self._clip(logvar)
 
     def shared_features(self, v: torch.Tensor, domain: str) -> torch.Tensor:
-        if self.recipe.model.shared_input_norm:
+        if self.cfg.shared_input_norm:
             # what is shared (shape) must not depend on contrast: a near-black digit on black, or a white one
             # on a pale background, reaches the shared trunk as strongly as any other; colour is exclusive
             v = F.layer_norm(v, v.shape[1:], eps=SHARED_NORM_EPS)
@@ -150,34 +164,27 @@ class IIAE(
         z_s = self.encode_shared(v, OTHER[_check_domain(to_domain)])
         if exclusive is not None:
             return self.decode(z_s, exclusive.to(z_s), to_domain)
-        size = (n, v.shape[0], self.recipe.model.z_exclusive)
+        size = (n, v.shape[0], self.cfg.z_exclusive)
         z_d = torch.randn(size, generator=generator, device=generator.device if generator else "cpu").to(z_s)
         return torch.stack([self.decode(z_s, z, to_domain) for z in z_d])
 
     # ---- training forward ------------------------------------------------------------------------------
     def _sample(self, fn, mu: torch.Tensor, *args, seed: Optional[int], stream: int, row_offset: int):
         """Call a kernel with the right noise: zeros in eval mode (means); with a seed, noise that depends only
-        on (seed, latent, global row): drawn in-kernel at Philox offset row_offset·row_size (Triton), or the
-        matching rows of a seeded draw (torch); without a seed, the backend's default RNG."""
+        on (seed, latent, global row), the kernels' RNG contract at offset row_offset·row_size (kernels/__init__);
+        without a seed, the backend's default RNG."""
         if not self.training:
             return fn(mu, *args, torch.zeros_like(mu))
         if seed is None:
             return fn(mu, *args)
-        kernel_seed = _seed(seed, stream)
-        if kernels.backend(mu) == "triton":
-            return fn(mu, *args, offset=row_offset * mu[0].numel(), **kernel_seed)
-        gen = torch.Generator(device=mu.device).manual_seed(kernel_seed["seed"])
-        shape = (row_offset + mu.shape[0], *mu.shape[1:])
-        eps = torch.randn(shape, generator=gen, device=mu.device, dtype=torch.float32)[row_offset:]
-        return fn(mu, *args, eps.to(mu.dtype))
+        return fn(mu, *args, seed=_seed(seed, stream), offset=row_offset * mu.shape[1:].numel())
 
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor, step: int = 0, seed: Optional[int] = None, row_offset: int = 0
-    ) -> IIAEOutput:
-        """One pass of the objective: sample z^x, z^y, z^s (means in eval mode), decode, weigh the terms.
+    def forward(self, x: torch.Tensor, y: torch.Tensor, seed: Optional[int] = None, row_offset: int = 0) -> IIAEOutput:
+        """What the networks compute for a pair batch: posteriors, samples (means in eval mode), reconstructions
+        and the KL vectors. The objective weighs them outside (`engine.objective.iiae_loss`), so a compiled
+        forward never sees the step or the annealing factor.
 
-        `step` is the number of optimizer steps taken (for the KL annealing c_t); `seed` makes the
-        reparameterisation noise a function of (seed, latent, row_offset + row) on every backend."""
+        `seed` makes the reparameterisation noise a function of (seed, latent, row_offset + row) on every backend."""
         mu_x, lv_x = self.exclusive_posterior(x, "x")
         mu_y, lv_y = self.exclusive_posterior(y, "y")
         h_x, h_y = self.shared_features(x, "x"), self.shared_features(y, "y")
@@ -193,12 +200,12 @@ class IIAE(
         z_y = self._sample(kernels.reparameterize, mu_y, lv_y, seed=seed, stream=2, row_offset=row_offset)
         x_hat, y_hat = self.decode(z_s, z_x, "x"), self.decode(z_s, z_y, "y")
         kl = KLTerms(kernels.gaussian_kl(mu_x, lv_x), kernels.gaussian_kl(mu_y, lv_y), kl_s, kl_rx, kl_ry)
-        loss, terms = iiae_loss(self.recipe.objective, step, x_hat, x, y_hat, y, kl)
-        return IIAEOutput(loss, terms, x_hat, y_hat, z_s, z_x, z_y)
+        posteriors = {"x": (mu_x, lv_x), "y": (mu_y, lv_y), "s": (mu_s, lv_s), "rx": (mu_rx, lv_rx), "ry": (mu_ry, lv_ry)}
+        return IIAEOutput(x_hat, y_hat, z_s, z_x, z_y, kl, posteriors)
 
     # ---- introspection ----------------------------------------------------------------------------------
     def latent_shapes(self) -> tuple[list[int], list[int]]:
-        return self.arch.latent_shapes(self.recipe.model)
+        return self.arch.latent_shapes(self.cfg)
 
     def parameter_counts(self) -> dict[str, int]:
         counts = {name: sum(p.numel() for p in module.parameters()) for name, module in self.parts.named_children()}

@@ -1,9 +1,8 @@
-"""One optimizer step of IIAE training: the code `engine/train.py` runs and `benchmarks/` measures."""
+"""What a resumed run needs beyond weights and optimizer state, and the finiteness check of each step."""
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -52,7 +51,8 @@ class TrainState:
         self.selector.load_state_dict(state["selector"])
 
 
-def _check_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+def check_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+    """Raise TrainingDiverged, on every rank at once, when the loss of `step` is not finite."""
     finite = torch.isfinite(loss.detach()).float().reshape(1)
     if accelerator.num_processes > 1:  # every rank stops together, or the healthy ones would hang
         finite = accelerator.gather(finite).min()
@@ -63,37 +63,3 @@ def _check_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict[str,
         f"loss is not finite at step {step} (offending term: {', '.join(bad) or 'total'}); "
         "weights were not updated and the last checkpoint is intact"
     )
-
-
-def train_step(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    micro_batches: list[dict],
-    *,
-    step: int,
-    seed: int,
-    check_finite: bool = True,
-    max_grad_norm: Optional[float] = None,
-) -> dict[str, torch.Tensor]:
-    """Forward, backward and one optimizer update over `gradient_accumulation_steps` micro-batches.
-
-    The noise of global row i (micro-batch m, rank r, B rows each: i = (m·world + r)·B + local row) is a
-    function of (seed, i) only, so 1 rank × batch 8, 2 ranks × 4 and 2 accumulation steps × 4 draw the
-    same noise for the same rows. Returns the loss terms averaged over micro-batches (tensors, no sync)."""
-    world, rank = accelerator.num_processes, accelerator.process_index
-    totals: dict[str, torch.Tensor] = {}
-    for m, batch in enumerate(micro_batches):
-        x, y = batch["x"].to(accelerator.device, non_blocking=True), batch["y"].to(accelerator.device, non_blocking=True)
-        with accelerator.accumulate(model):
-            out = model(x, y, step=step, seed=seed, row_offset=(m * world + rank) * x.shape[0])
-            if check_finite:
-                _check_finite(accelerator, out.loss, out.terms, step)
-            accelerator.backward(out.loss)
-            if max_grad_norm is not None and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        for name, value in {"loss": out.loss, **out.terms}.items():
-            totals[name] = totals.get(name, 0) + value.detach() / len(micro_batches)
-    return totals

@@ -1,4 +1,5 @@
-"""Run logging beside the trackers: `metrics.jsonl` (one JSON object per event) and the curves PNG."""
+"""Metric logging: the trackers (TensorBoard, wandb, ...) and `train_log.jsonl` through one call, the training-log
+cadence, and the curves PNG."""
 from __future__ import annotations
 
 import json
@@ -7,19 +8,27 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .objective import TERMS
 
-class MetricsLog:
-    """Append-only `<run>/metrics.jsonl`: {"step", "kind": "train"|"valid"|..., **values}."""
 
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path = Path(path)
-        self.enabled = enabled
+class MetricLogger:
+    """`log(step, kind, values)` reaches the trackers (as `kind/key`) and appends `{"step", "kind", **values}` to
+    the run's train log (main process only). As a trainer component it logs the training terms every
+    `train.log_every` steps and on the last one."""
 
-    def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+    def __init__(self, accelerator, path: Path, recipe, resumed_step: int = 0):
+        from .config import flat_hparams
+
+        self.accelerator, self.path, self.recipe = accelerator, Path(path), recipe
+        self.enabled = accelerator.is_main_process
+        self.truncate_after(resumed_step)
+        accelerator.init_trackers(recipe.name, config=flat_hparams(recipe))
+
+    def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
+        self.accelerator.log({f"{kind}/{k}": v for k, v in values.items()}, step=step)
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop events logged after the checkpoint: they are about to be logged again."""
@@ -29,6 +38,24 @@ class MetricsLog:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
+
+    def plot(self) -> None:
+        if self.enabled:
+            plot_curves(self.path, self.path.with_name("curves.png"), title=self.recipe.name)
+
+    # ---- trainer component ---------------------------------------------------------------------------------
+    def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
+        step, cfg = trainer.state.step, self.recipe.train
+        if step % cfg.log_every and step != cfg.max_steps:
+            return
+        values = {k: float(v) for k, v in terms.items()}
+        values.update(lr=trainer.scheduler.get_last_lr()[0], train_seconds=trainer.state.train_seconds,
+                      skipped_samples=int(micro[-1].get("skipped", 0)), resized_samples=int(micro[-1].get("resized", 0)))
+        self.log(step, "train", values)
+        trainer.bar.set_postfix(loss=f"{values['loss']:.4g}", c_t=f"{values['c_t']:.3f}")
+
+    def end(self, trainer) -> None:
+        self.plot()
 
 
 def _step_of(line: str) -> float:
@@ -60,7 +87,7 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
 
     events = read_metrics(metrics_path)
     fig, (ax_loss, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "recon_x", "recon_y", "kl_x", "kl_y", "kl_s", "kl_rx", "kl_ry"):
+    for key in ("loss", *TERMS):
         steps, vals = _series(events, "train", key)
         vals = [v if v > 0 and math.isfinite(v) else float("nan") for v in vals]
         if steps:

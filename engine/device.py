@@ -1,0 +1,17 @@
+"""Which device a command runs on: the one rule every command and the trainer share."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(name: Optional[str] = None) -> torch.device:
+    """`name` ("cpu", "cuda", "cuda:1", ...), else CUDA when available, else the CPU; a CUDA device on a machine
+    without one is refused in one line."""
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; expected cpu")
+    return device

@@ -1,0 +1,37 @@
+"""Trainer component: a translation grid of the first validation pairs every `train.sample_every` steps."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+class SampleGrids:
+    """The same 8 validation pairs and the same exclusive draws at every step, so grids compare across steps;
+    image datasets only, main process only."""
+
+    def __init__(self, recipe, info, path_of: Callable[[int], Path], main_process: bool, n: int = 8):
+        from .data import iter_eval_batches
+
+        self.every, self.path_of = recipe.train.sample_every, path_of
+        self.batch = None
+        if main_process and info.kind == "image":
+            self.batch = next(iter(iter_eval_batches(info, recipe.data.valid_split, n,
+                                                     image_size=recipe.model.image_size, limit=n)))
+
+    def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
+        step = trainer.state.step
+        if self.batch is None or step % self.every:
+            return
+        from .translate import translation_grid
+
+        device = trainer.accelerator.device
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        x, y = self.batch["x"].to(device), self.batch["y"].to(device)
+        path = self.path_of(step)
+        path.parent.mkdir(exist_ok=True)
+        translation_grid(trainer.raw_model, x, y, n_rows=x.shape[0], generator=gen).save(path)
+
+    def end(self, trainer) -> None:
+        pass

@@ -1,0 +1,208 @@
+"""The Trainer: built once from a recipe (`Trainer.build`), one optimizer step (`train_step`), the loop (`fit`).
+
+Accelerate owns devices, DDP, mixed precision, gradient accumulation and DeepSpeed; the data loader is not
+passed through `accelerator.prepare` (it already splits shards by rank and worker). What happens around the
+steps — metric logging, validation and model selection, sample grids, checkpoints — are components, each owning
+its cadence (`after_step(trainer, terms, micro)`, `end(trainer)`); the trainer only wires them.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+from .checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
+from .config import Recipe, save_recipe
+from .device import resolve_device
+from .metric_logger import MetricLogger
+from .models import IIAE, check_fits
+from .objective import annealing, iiae_loss
+from .run_dir import RunDir, claim_output_dir
+from .sample_grids import SampleGrids
+from .selection import Selector, Validation
+from .shutdown import StopFlag, end_run
+from .train_state import TrainState, check_finite
+
+
+def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Optional[str] = None) -> Accelerator:
+    cfg = recipe.train
+    kwargs = dict(
+        cpu=resolve_device(device).type == "cpu",  # without it, CPU ranks do not synchronise gradients
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the rank count
+    )
+    if run is not None:
+        kwargs.update(log_with=cfg.trackers or None, project_config=ProjectConfiguration(
+            project_dir=str(run.root), logging_dir=str(run.tensorboard)))
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:  # a second Trainer in one process with another precision: accelerate's state is global
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**kwargs)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
+    """Learning rate per optimizer step: constant (the paper) or a cosine decay over the run."""
+    o, steps = recipe.optim, recipe.train.max_steps
+    if o.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=o.lr * o.min_lr_ratio)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, accelerator: Accelerator, model: torch.nn.Module, optimizer, scheduler,
+                 state: TrainState, *, run: Optional[RunDir] = None, info=None):
+        self.recipe, self.accelerator, self.model = recipe, accelerator, model
+        self.optimizer, self.scheduler, self.state = optimizer, scheduler, state
+        self.raw_model: IIAE = accelerator.unwrap_model(model)
+        self.run, self.info = run, info
+        self.lock = run.lock if run is not None else None
+        self.components: list = []
+        self.logger: Optional[MetricLogger] = None
+        self.stopping = False
+        self.bar = None
+
+    @classmethod
+    def build(cls, recipe: Recipe, run: Optional[RunDir] = None, *, resume: bool = False,
+              explicit_resume: bool = False, overwrite: bool = False, device: Optional[str] = None) -> "Trainer":
+        """Accelerator, model, optimizer, schedule and state, once. With `run` (a training run): the data checked
+        against the recipe, the run folder claimed and locked, the newest checkpoint restored when resuming, and
+        the components. Without (benchmarks, tests): no files, no data; `train_step` on batches you give."""
+        accelerator = build_accelerator(recipe, run, device)
+        main = accelerator.is_main_process
+        info, checkpoint = None, None
+        if run is not None:
+            from .data import load_dataset_info, train_batches_per_epoch
+
+            info = load_dataset_info(recipe.data.root, verify=main)
+            check_fits(recipe.model, info)
+            train_batches_per_epoch(recipe, info, accelerator.num_processes)  # refuses a batch that cannot fit
+            if main:
+                claim_output_dir(run.root, resume=resume, explicit_resume=explicit_resume, overwrite=overwrite,
+                                 lock=run.lock)
+                save_recipe(recipe, run.recipe)
+            accelerator.wait_for_everyone()
+            checkpoint = latest_checkpoint(run.root) if resume else None
+
+        set_seed(recipe.seed)  # identical initial weights on every rank
+        model = IIAE.from_recipe(recipe)
+        set_seed(recipe.seed, device_specific=True)  # different dropout masks per rank
+        o = recipe.optim
+        optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        ds = accelerator.state.deepspeed_plugin
+        if ds is not None:  # no dataloader goes through prepare(), so DeepSpeed cannot infer the micro-batch
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.data.batch_size
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
+        if recipe.train.compile:
+            model = torch.compile(model)
+        cfg = recipe.train
+        state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
+        if checkpoint is not None:
+            load_checkpoint(accelerator, checkpoint, state)
+            accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+        trainer = cls(recipe, accelerator, model, optimizer, scheduler, state, run=run, info=info)
+        if run is not None:
+            trainer._attach_components(checkpoint)
+        return trainer
+
+    def _attach_components(self, checkpoint) -> None:
+        recipe, run, acc, cfg = self.recipe, self.run, self.accelerator, self.recipe.train
+        if acc.is_main_process:
+            import kernels
+
+            run.run_info.write_text(json.dumps({
+                "kernels_backend": kernels.backend(torch.empty(1, device=acc.device)), "device": str(acc.device),
+                "num_processes": acc.num_processes, "mixed_precision": cfg.mixed_precision,
+                "distributed_type": str(acc.distributed_type), "torch": torch.__version__,
+                "resumed_from": str(checkpoint) if checkpoint else None,
+            }, indent=2))
+        self.logger = MetricLogger(acc, run.train_log, recipe, resumed_step=self.state.step)
+        self.components = [
+            self.logger,
+            Validation(recipe, self.info, run.best),
+            SampleGrids(recipe, self.info, run.sample_grid, acc.is_main_process),
+            Checkpointer(run.root, cfg.checkpoint_every, cfg.keep_checkpoints, cfg.max_steps),
+        ]
+
+    # ---- one optimizer step ------------------------------------------------------------------------------------
+    def train_step(self, micro_batches: list[dict]) -> dict[str, torch.Tensor]:
+        """Forward, loss, backward over `gradient_accumulation_steps` micro-batches, one optimizer update and one
+        scheduler step. The loss terms come back averaged over micro-batches (tensors, no sync), with `c_t`.
+
+        The noise of global row i (micro-batch m, rank r, B rows each: i = (m·world + r)·B + local row) is a
+        function of (step seed, i) only, so 1 rank × batch 8, 2 ranks × 4 and 2 accumulation steps × 4 draw the
+        same noise for the same rows. c_t is computed here, outside the (possibly compiled) model."""
+        acc, cfg, step = self.accelerator, self.recipe.train, self.state.step
+        world, rank = acc.num_processes, acc.process_index
+        c_t = annealing(step, self.recipe.objective.anneal_steps)
+        seed = self.state.next_seed()
+        totals: dict[str, torch.Tensor] = {}
+        for m, batch in enumerate(micro_batches):
+            x, y = batch["x"].to(acc.device, non_blocking=True), batch["y"].to(acc.device, non_blocking=True)
+            with acc.accumulate(self.model):
+                out = self.model(x, y, seed=seed, row_offset=(m * world + rank) * x.shape[0])
+                loss, terms = iiae_loss(self.recipe.objective, c_t, x, y, out)
+                if cfg.check_finite:
+                    check_finite(acc, loss, terms, step)
+                acc.backward(loss)
+                if cfg.max_grad_norm is not None and acc.sync_gradients:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for name, value in {"loss": loss, **terms}.items():
+                totals[name] = totals.get(name, 0) + value.detach() / len(micro_batches)
+        self.scheduler.step()
+        self.state.step += 1
+        totals["c_t"] = torch.tensor(c_t)
+        return totals
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict]:
+        """Micro-batches forever, epoch after epoch, recording the position in the state for exact resume."""
+        from .data import make_train_loader
+
+        acc, state = self.accelerator, self.state
+        while True:
+            loader = make_train_loader(self.recipe, self.info, rank=acc.process_index, world_size=acc.num_processes,
+                                       epoch=state.data_epoch, skip_batches=state.batch_in_epoch)
+            for batch in loader:
+                state.batch_in_epoch += 1
+                yield batch
+            state.data_epoch, state.batch_in_epoch = state.data_epoch + 1, 0
+
+    def fit(self) -> int:
+        """Train to `train.max_steps`; returns the exit code (0, or 128 + signal after a stop)."""
+        cfg, acc, state = self.recipe.train, self.accelerator, self.state
+        stop, stream = StopFlag(), self.batches()
+        self.bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not acc.is_main_process,
+                        desc=self.recipe.name, dynamic_ncols=True)
+        self.model.train()
+        try:
+            while state.step < cfg.max_steps:
+                tick = time.perf_counter()
+                micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
+                terms = self.train_step(micro)
+                state.train_seconds += time.perf_counter() - tick
+                self.bar.update(1)
+                self.stopping = stop.agreed(acc)
+                for component in self.components:
+                    component.after_step(self, terms, micro)
+                if self.stopping:
+                    self.bar.close()
+                    acc.print(f"stopped by {stop.name} after step {state.step}; checkpoint saved in "
+                              f"{self.run.checkpoints}.\nresume with: the same command plus --resume")
+                    return end_run(acc, stop.exit_code, self.lock)
+        finally:  # an error line goes below the bar, not above it
+            self.bar.close()
+        for component in self.components:
+            component.end(self)
+        acc.print(f"done: {state.step} steps, {state.train_seconds:.1f} s of training; model in {self.run.best}")
+        return end_run(acc, 0, self.lock)
