@@ -3,7 +3,7 @@ consumption, and the train step fed by that loader (as engine/train.py feeds it)
 
 Shards: `--data DIR`, else the recipe's `data.root` when it holds a dataset.json, else small synthetic
 MNIST-CDCB shards made in a temporary folder by the real converter (`iiae prepare mnist-cdcb`) from fake
-MNIST IDX files (tests/datagen.py) — PNG decode costs the same per image either way.
+MNIST IDX files (engine/data/synthetic.py) — PNG decode costs the same per image either way.
 """
 from __future__ import annotations
 
@@ -57,17 +57,11 @@ class DataSource:
         out = self._tmp / f"mnist_cdcb_{size}"
         if (out / "dataset.json").exists():
             return out
-        import importlib.util
+        from engine.data.synthetic import MNIST_FILES, write_mnist_idx
 
-        datagen_path = bu.ROOT / "tests" / "datagen.py"
-        spec = importlib.util.spec_from_file_location("iiae_tests_datagen", datagen_path)
-        if spec is None or not datagen_path.exists():
-            raise RuntimeError(f"no shards and no {datagen_path} to make synthetic ones; pass --data DIR")
-        datagen = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(datagen)
         mnist = self._tmp / "fake_mnist"
-        if not (mnist / datagen.MNIST_FILES[0]).exists():
-            datagen.write_mnist_idx(mnist)
+        if not (mnist / MNIST_FILES[0]).exists():
+            write_mnist_idx(mnist)
         pairs = 256 if self.quick else 2048
         self.log(f"  making synthetic {size}-px MNIST-CDCB shards ({pairs} pairs per split) in {out}")
         from engine.cli import main as iiae

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "out"  # untracked: a run never modifies tracked files (see --results)
 
 
 def ensure_repo_on_path() -> None:

@@ -10,7 +10,8 @@ Sections (see benchmarks/README.md for what each figure means):
   loader_vs_step  the streaming loader's samples/s (real shards, the recipe's num_workers) vs the step's (≥ 5)
   kernels         CUDA: the three fused kernels vs eager reference and torch.compile, GB/s vs peak
   paper_step      CUDA: MNIST-CDCB 256 px step, fp32 eager vs bf16 + fused kernels + compile (≥ 2×)
-Rows are appended to benchmarks/results/<section>.csv (not for --quick unless --results is given).
+Rows are appended to benchmarks/out/<section>.csv (untracked; not for --quick unless --results is given);
+`--results benchmarks/results` adds them to the tracked record.
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes and few iterations (~30 s): a smoke test")
     p.add_argument("--data", metavar="DIR", help="shards for the loader section (default: the recipe's data.root "
                                                 "if prepared, else synthetic shards made in a temp folder)")
-    p.add_argument("--results", metavar="DIR", help="CSV folder (default benchmarks/results; --quick writes none "
-                                                   "unless this is given)")
+    p.add_argument("--results", metavar="DIR", help="CSV folder (default benchmarks/out, untracked; "
+                    "benchmarks/results is the tracked record; --quick writes none unless this is given)")
     p.add_argument("--no-save", action="store_true", help="append no CSV rows")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")

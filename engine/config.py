@@ -130,6 +130,8 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_accumulation_steps: PositiveInt = 1
     compile: bool = False
+    # torch.compile backend: "inductor" (generated kernels) or e.g. "aot_eager" (tracing only, no codegen)
+    compile_backend: str = "inductor"
     max_grad_norm: Optional[PositiveFloat] = None
     trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim"]] = ["tensorboard"]
     # stop with a clear message when the loss stops being finite

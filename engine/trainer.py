@@ -101,8 +101,8 @@ class Trainer:
         if ds is not None:  # no dataloader goes through prepare(), so DeepSpeed cannot infer the micro-batch
             ds.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.data.batch_size
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
-        if recipe.train.compile:
-            model = torch.compile(model)
+        if recipe.train.compile:  # the model only: the loss and c_t stay outside, so steps never recompile it
+            model = torch.compile(model, backend=recipe.train.compile_backend)
         cfg = recipe.train
         state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
         if checkpoint is not None:

@@ -114,3 +114,27 @@ def test_shared_input_norm_makes_shared_codes_contrast_invariant(tmp_path):
     assert not torch.allclose(normed.encode_exclusive(dim, "y"), normed.encode_exclusive(x, "y"), atol=1e-3)
     normed.save_pretrained(tmp_path)
     assert IIAE.from_pretrained(tmp_path).cfg.shared_input_norm
+
+
+def test_config_json_holds_the_model_only_and_old_whole_recipe_folders_load(tmp_path):
+    import json
+
+    recipe = load_recipe(ROOT / "recipes" / "debug.yaml", ["model.shared_input_norm=true"])
+    model = IIAE.from_recipe(recipe).eval()
+    model.save_pretrained(tmp_path / "new")
+    assert set(json.loads((tmp_path / "new" / "config.json").read_text())) == {"model", "objective"}
+    # a best/ folder written before the model owned its config: config.json is the whole resolved recipe
+    old = tmp_path / "old"
+    model.save_pretrained(old)
+    (old / "config.json").write_text(json.dumps(recipe.to_dict()))
+    loaded = IIAE.from_pretrained(old)
+    assert loaded.cfg == recipe.model and loaded.objective == recipe.objective
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded.encode_shared(x, "x"), model.encode_shared(x, "x"))
+
+
+def test_bad_model_config_is_one_line():
+    from engine.config import RecipeError
+
+    with pytest.raises(RecipeError, match=r"^config: model.z_shared: Input should be greater than 0 \(got 0\)$"):
+        IIAE(model={"z_shared": 0}, objective={"beta": 0.2})
