@@ -77,9 +77,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="DIR", help="also write torch.profiler tables of engine vs bare steps and "
                                                    "a cProfile of the loader into DIR")
     args = p.parse_args(argv)
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is available")
+    from engine.device import resolve_device
+    from engine.errors import UserError
+
+    try:
+        args.device = resolve_device(args.device).type
+    except UserError as err:
+        p.error(str(err))
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:

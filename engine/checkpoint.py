@@ -1,8 +1,8 @@
-"""Checkpoints: `accelerator.save_state` into `<run>/checkpoints/checkpoint_<step>`, written under a temporary
-name and renamed only when complete, so a crash never leaves a half checkpoint that `--resume` would pick."""
+"""Checkpoints: `accelerator.save_state` plus the loop's `train_state.json` into `<run>/checkpoints/checkpoint_<step>`,
+written under a temporary name and renamed only when complete, so a crash never leaves a half checkpoint that
+`--resume` would pick; loading them without running anything they hold; the trainer's `Checkpointer` component."""
 from __future__ import annotations
 
-import errno
 import json
 import pickle
 import re
@@ -13,7 +13,7 @@ from typing import Optional
 
 from accelerate import Accelerator
 
-from .errors import UserError, first_line
+from .errors import UserError, first_line, write_failure
 
 PATTERN = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "train_state.json"  # the loop's own state (step, data position, seeds, selection), JSON
@@ -56,7 +56,7 @@ def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, s
         shutil.rmtree(tmp, ignore_errors=True)
         kept = latest_checkpoint(run)
         intact = f"{kept.name} is intact" if kept is not None else "no earlier checkpoint exists"
-        raise UserError(f"{_write_failure(err, root)} while writing checkpoint {step} in {root}; {intact}") from None
+        raise UserError(f"{write_failure(err, root)} while writing checkpoint {step} in {root}; {intact}") from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -65,15 +65,6 @@ def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, s
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def _write_failure(err: BaseException, where: Path) -> str:
-    """"no space left on device" when that is the cause (torch's writer reports it as "unexpected pos" or "file
-    write failed", without an errno), else the error's first line."""
-    chain = [err, err.__cause__, err.__context__]
-    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or shutil.disk_usage(where).free < 1 << 24:
-        return "no space left on device"
-    return first_line(err)
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:

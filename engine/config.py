@@ -47,19 +47,10 @@ class ModelConfig(_Strict):
     shared_input_norm: bool = False
 
     @model_validator(mode="after")
-    def _sizes_fit(self) -> "ModelConfig":
-        if self.arch == "mlp":
-            return self
-        for key in ("shared_channels", "exclusive_channels", "decoder_channels"):
-            blocks = len(getattr(self, key)) + (1 if key != "exclusive_channels" else 0)
-            if self.image_size >> blocks < 1 or self.image_size % (1 << blocks):
-                raise ValueError(f"{key}: {blocks} stride-2 stages do not fit image_size {self.image_size}")
-        # the decoder must undo exactly the downsampling that produced z^s
-        if self.arch == "image" and len(self.decoder_channels) != len(self.shared_channels):
-            raise ValueError(
-                f"decoder_channels: image arch needs {len(self.shared_channels)} entries "
-                f"(one per shared_channels entry), got {len(self.decoder_channels)}"
-            )
+    def _fits_its_architecture(self) -> "ModelConfig":
+        from .models import ARCHITECTURES  # the architecture knows its own constraints
+
+        ARCHITECTURES[self.arch].check(self)
         return self
 
 

@@ -1,4 +1,11 @@
 """User-facing errors: each is printed by the CLI as one line (no traceback) with exit code 2."""
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+from typing import Optional
+
 
 
 class UserError(Exception):
@@ -15,3 +22,17 @@ def first_line(err: BaseException, lines: int = 1) -> str:
     text = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
     more = f" (+{len(text) - lines} more)" if len(text) > lines else ""
     return " ".join(text[:lines]) + (more if lines > 1 else "")
+
+
+def write_failure(err: BaseException, where: Optional[Path] = None) -> str:
+    """What a failed write says in one line: "no space left on device" when an ENOSPC is in the error's chain,
+    or (torch's writer reports a full disk as "unexpected pos" without an errno) when `where` has under 16 MiB
+    free; else the error's first line."""
+    cause: Optional[BaseException] = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return "no space left on device"
+        cause = cause.__cause__ or cause.__context__
+    if where is not None and shutil.disk_usage(where).free < 1 << 24:
+        return "no space left on device"
+    return first_line(err)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 from .models import eval_mode
-from .retrieval import mean_average_precision, precision_at_k, recall_at_1
+from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, precision_at_k, recall_at_1
 
 # ---- embedding ----------------------------------------------------------------------------------------------
 def _device(model: torch.nn.Module, device) -> torch.device:
@@ -90,10 +90,8 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
     (sx, sy, ex, ey), labels, resized = _embed_many(model, batches, specs, device, progress, total)
     return {
-        "recall_at_1_x2y": recall_at_1(sx, sy),
-        "recall_at_1_y2x": recall_at_1(sy, sx),
-        "exclusive_recall_at_1_x2y": recall_at_1(ex, ey),
-        "exclusive_recall_at_1_y2x": recall_at_1(ey, ex),
+        **dict(zip(SHARED_RECALL, (recall_at_1(sx, sy), recall_at_1(sy, sx)))),
+        **dict(zip(EXCLUSIVE_RECALL, (recall_at_1(ex, ey), recall_at_1(ey, ex)))),
         "n": len(labels),
         "resized_samples": resized,
     }

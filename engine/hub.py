@@ -1,7 +1,8 @@
 """Publishing to the Hugging Face Hub: the model card, and `iiae push RUN --repo-id user/name [--private]`.
 
 One commit holds `best/` (config.json = the model and objective sections, model.safetensors, recipe.yaml,
-selection.json), README.md (the card), eval_results.json and the newest sample grid, so a repo never shows weights without their card.
+selection.json), README.md (the card), eval_results.json and the newest sample grid, so a repo never shows
+weights without their card.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ CITATION = """@inproceedings{hwang2020variational,
 }"""
 
 GRID_NAME, SWAP_NAME = "translation_grid.png", "swap_grid.png"
-_RUN_INFO = {"model", "dataset", "split"}  # the non-metric entries of metrics.json
+_RUN_INFO = {"model", "dataset", "split"}  # the non-metric entries of eval_results.json
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .objective import TERMS
+from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
 
 
 class MetricLogger:
@@ -98,8 +99,8 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
     ax_loss.legend(fontsize=7, ncol=2)
     # shared codes near 100 % and exclusive ones near 0 %: one axis each, so both stay readable
     ax_excl = ax_rec.twinx()
-    for ax, key, style in ((ax_rec, "recall_at_1_x2y", "-o"), (ax_rec, "recall_at_1_y2x", "-s"),
-                           (ax_excl, "exclusive_recall_at_1_x2y", "--^"), (ax_excl, "exclusive_recall_at_1_y2x", "--v")):
+    axes = [ax_rec, ax_rec, ax_excl, ax_excl]
+    for ax, key, style in zip(axes, SHARED_RECALL + EXCLUSIVE_RECALL, ("-o", "-s", "--^", "--v")):
         steps, vals = _series(events, "valid", key)
         if steps:
             ax.plot(steps, [100 * v for v in vals], style, label=key, ms=3, color=None if ax is ax_rec else "grey")

@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_CHUNK = 1024
+# the keys paired evaluation reports: shared codes (the result) and exclusive codes (≈ 1/N when disentangled)
+SHARED_RECALL = ("recall_at_1_x2y", "recall_at_1_y2x")
+EXCLUSIVE_RECALL = ("exclusive_recall_at_1_x2y", "exclusive_recall_at_1_y2x")
 
 
 def _check(query: torch.Tensor, gallery: torch.Tensor) -> None:

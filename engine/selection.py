@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
+
 
 @dataclass
 class Selector:
@@ -21,10 +23,10 @@ class Selector:
 
     @staticmethod
     def score(metrics: dict) -> float:
-        return metrics["recall_at_1_x2y"] + metrics["recall_at_1_y2x"]
+        return sum(metrics[key] for key in SHARED_RECALL)
 
     def eligible(self, step: int, metrics: dict) -> bool:
-        exclusive = max(metrics["exclusive_recall_at_1_x2y"], metrics["exclusive_recall_at_1_y2x"])
+        exclusive = max(metrics[key] for key in EXCLUSIVE_RECALL)
         return step >= self.select_after and exclusive <= self.exclusive_limit
 
     def update(self, step: int, metrics: dict) -> bool:
@@ -63,7 +65,7 @@ class Validation:
             metrics = {**self.metrics(trainer.raw_model, trainer.accelerator.device),
                        "train_seconds": trainer.state.train_seconds}
             trainer.logger.log(step, "valid", metrics)
-            if cfg.selection == "best" and "recall_at_1_x2y" in metrics and trainer.state.selector.update(step, metrics):
+            if cfg.selection == "best" and SHARED_RECALL[0] in metrics and trainer.state.selector.update(step, metrics):
                 save_best(trainer.raw_model, self.best, step, metrics, self.recipe)
             trainer.bar.write(f"step {step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                           if isinstance(v, float)))

@@ -161,7 +161,7 @@ class Trainer:
                 totals[name] = totals.get(name, 0) + value.detach() / len(micro_batches)
         self.scheduler.step()
         self.state.step += 1
-        totals["c_t"] = torch.tensor(c_t)
+        totals["c_t"] = torch.tensor(c_t, dtype=torch.float64)  # logged as computed
         return totals
 
     # ---- the loop ----------------------------------------------------------------------------------------------

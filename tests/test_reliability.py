@@ -39,6 +39,16 @@ def train(data, out, *extra, cwd=ROOT, check=True):
     return proc
 
 
+def train_here(capsys, data, out, *extra):
+    """The command line's `main`, in this process (no interpreter start-up): for runs refused before training.
+    `capsys`: pytest's capsys or capfd."""
+    from engine.train import main
+
+    capsys.readouterr()
+    code = main([str(ROOT / "recipes/debug.yaml"), f"data.root={data}", f"train.output_dir={out}", *extra])
+    return subprocess.CompletedProcess([], code, "", capsys.readouterr().err)
+
+
 def refused(proc, *words, only=True):
     """Exit 2, no traceback, an error line that holds every word: the only line on stderr, or (only=False, for
     failures after training began) the last one, below the progress bar."""
@@ -110,24 +120,25 @@ def test_resume_auto_restarts_only_our_own_run(tmp_path):
         claim_output_dir(run, resume=True, explicit_resume=True, overwrite=True)
 
 
-def test_empty_output_dir_with_overwrite_deletes_nothing(debug_data, tmp_path):
+def test_empty_output_dir_with_overwrite_deletes_nothing(debug_data, tmp_path, capsys, monkeypatch):
     """`train.output_dir=$OUT` with OUT unset, plus --overwrite, from a folder of the user's."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "thesis.tex").write_text("years of work")
-    proc = train(debug_data, "", "--overwrite", cwd=work, check=False)
+    monkeypatch.chdir(work)
+    proc = train_here(capsys, debug_data, "", "--overwrite")
     refused(proc, "train.output_dir", "empty")
     assert (work / "thesis.tex").read_text() == "years of work" and sorted(os.listdir(work)) == ["thesis.tex"]
 
 
-def test_resume_auto_on_a_dataset_folder_deletes_nothing(debug_data, tmp_path):
+def test_resume_auto_on_a_dataset_folder_deletes_nothing(debug_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(debug_data, data)
     before = tree(data)
-    refused(train(data, data, "train.resume=auto", check=False), "overlaps data.root")
+    refused(train_here(capsys, data, data, "train.resume=auto"), "overlaps data.root")
     other = tmp_path / "other_dataset"
     shutil.copytree(debug_data, other)
-    refused(train(data, other, "train.resume=auto", "--overwrite", check=False), "not created by this engine")
+    refused(train_here(capsys, data, other, "train.resume=auto", "--overwrite"), "not created by this engine")
     assert tree(data) == before and tree(other) == before
 
 
@@ -151,12 +162,12 @@ def two_step_run(debug_data, tmp_path_factory):
 
 
 @pytest.mark.parametrize("planted", ["custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"])
-def test_planted_pickle_payload_never_runs(two_step_run, debug_data, tmp_path, planted):
+def test_planted_pickle_payload_never_runs(two_step_run, debug_data, tmp_path, capsys, planted):
     run = tmp_path / "handed_over"
     shutil.copytree(two_step_run, run)
     proof = tmp_path / "PAYLOAD_RAN"
     (run / "checkpoints" / "checkpoint_2" / planted).write_bytes(pickle.dumps(Payload(proof)))
-    proc = train(debug_data, run, "--resume", "train.max_steps=4", check=False)
+    proc = train_here(capsys, debug_data, run, "--resume", "train.max_steps=4")
     refused(proc, "checkpoint_2")
     assert not proof.exists()
 
@@ -172,9 +183,9 @@ def test_no_allow_pickle_anywhere():
 
 
 # ---- bounded shutdown and early refusals --------------------------------------------------------------------
-def test_batch_that_cannot_fit_is_refused_before_allocating(debug_data, tmp_path):
+def test_batch_that_cannot_fit_is_refused_before_allocating(debug_data, tmp_path, capsys):
     t0 = time.time()
-    proc = train(debug_data, tmp_path / "run", "data.batch_size=100000000", check=False)
+    proc = train_here(capsys, debug_data, tmp_path / "run", "data.batch_size=100000000")
     refused(proc, "data.batch_size", "exceeds the 64 samples")
     assert time.time() - t0 < 60 and not (tmp_path / "run").exists()
 
@@ -229,7 +240,7 @@ def test_live_writer_is_refused_and_dead_ones_lock_is_taken_over(debug_data, tmp
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=rf"another live process writes this run \(pid {holder.pid} on "):
             RunLock(run).acquire()
-        refused(train(debug_data, run, "--overwrite", check=False), "another live process", str(holder.pid))
+        refused(train_here(capfd, debug_data, run, "--overwrite"), "another live process", str(holder.pid))
         assert (run / MARKER).is_file()
     finally:
         holder.kill()
@@ -250,8 +261,8 @@ def test_live_writer_is_refused_and_dead_ones_lock_is_taken_over(debug_data, tmp
     ("model.arch=mlp", ("model.arch", "mlp reads features", "holds images")),
     ("model.image_size=64", ("model.image_size", "holds 32-px images")),
 ])
-def test_bad_recipe_for_the_data_is_one_line(debug_data, tmp_path, override, words):
-    refused(train(debug_data, tmp_path / "run", override, check=False), *words)
+def test_bad_recipe_for_the_data_is_one_line(debug_data, tmp_path, capsys, override, words):
+    refused(train_here(capsys, debug_data, tmp_path / "run", override), *words)
     assert not (tmp_path / "run").exists()
 
 
@@ -312,7 +323,7 @@ def straight_run(debug_data, tmp_path_factory):
     return load_file(run / "checkpoints" / "checkpoint_12" / "model.safetensors")
 
 
-@pytest.mark.parametrize("trial", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
+@pytest.mark.parametrize("trial", [pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
                                    pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow),
                                    pytest.param(5, marks=pytest.mark.slow)])
 def test_kill_9_at_a_random_moment_then_resume_is_exact(straight_run, debug_data, tmp_path, trial):

@@ -3,13 +3,12 @@ then `dataset.json`; a failed write (a full disk first of all) is one line namin
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from ..errors import UserError
+from ..errors import UserError, write_failure
 from .format import INFO_FILE, SHARD_RE, SHARD_SUFFIX, DatasetInfo, ShardInfo, SplitInfo, sha256_file
 
 
@@ -31,14 +30,11 @@ def _disk_failure(err: Exception, path: Path, fix: str) -> Optional[UserError]:
     stream raises once its file has failed (its cause, e.g. ENOSPC, then hangs on __context__)."""
     if isinstance(err, ValueError) and "closed file" not in str(err):
         return None
-    cause: Optional[BaseException] = err
-    while cause is not None and not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
-        cause = cause.__context__
-    if cause is not None:
+    reason = write_failure(err)
+    if reason == "no space left on device":
         return UserError(f"no space left on device while writing {path}; the folder is incomplete "
                          f"(no {INFO_FILE}) — free space and re-run `{fix}`")
-    first = (str(err).splitlines() or [type(err).__name__])[0]
-    return UserError(f"{first} while writing {path}; the folder is incomplete (no {INFO_FILE}) — re-run `{fix}`")
+    return UserError(f"{reason} while writing {path}; the folder is incomplete (no {INFO_FILE}) — re-run `{fix}`")
 
 
 def _abandon(writer: Any) -> None:

@@ -5,8 +5,8 @@ import sys
 
 from . import flat, image, mlp
 
-# each module provides INPUT_KIND ("image" | "feature"), build(cfg) -> IIAEParts and
-# latent_shapes(cfg) -> (z_shared shape, z_exclusive shape)
+# each module provides INPUT_KIND ("image" | "feature"), check(cfg) (raises ValueError naming the key),
+# build(cfg) -> IIAEParts and latent_shapes(cfg) -> (z_shared shape, z_exclusive shape)
 ARCHITECTURES = {"image": image, "flat": flat, "mlp": mlp}
 IMAGE_CHANNELS = 3  # shards decode every image to RGB
 

@@ -16,6 +16,15 @@ def bn1d(c: int) -> nn.BatchNorm1d:
     return nn.BatchNorm1d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
+def check_conv_stages(cfg) -> None:
+    """Each conv stack halves the image once per block (the trunks and decoder one more for their last block):
+    the stages must fit image_size exactly. Raises ValueError naming the key (a recipe error)."""
+    for key in ("shared_channels", "exclusive_channels", "decoder_channels"):
+        blocks = len(getattr(cfg, key)) + (1 if key != "exclusive_channels" else 0)
+        if cfg.image_size >> blocks < 1 or cfg.image_size % (1 << blocks):
+            raise ValueError(f"{key}: {blocks} stride-2 stages do not fit image_size {cfg.image_size}")
+
+
 def conv_trunk(in_ch: int, channels: list[int]) -> nn.Sequential:
     """Stride-2 k4 convs; the first bare, later ones pre-activation (BN, LReLU, Conv); a closing BN-LReLU."""
     layers: list[nn.Module] = []

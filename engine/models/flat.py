@@ -5,7 +5,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .blocks import ConvExclusiveEncoder, GaussianMLP, IIAEParts, JointHead, bn1d, conv_trunk, deconv_stack
+from .blocks import (ConvExclusiveEncoder, GaussianMLP, IIAEParts, JointHead, bn1d, check_conv_stages, conv_trunk,
+                     deconv_stack)
 
 INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
@@ -37,6 +38,10 @@ class FlatDecoder(nn.Module):
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
         h = self.project(torch.cat([z_s, z_d], dim=1))
         return self.deconvs(rearrange(h, "b (c h w) -> b c h w", c=self.ch, h=self.side, w=self.side))
+
+
+def check(cfg) -> None:
+    check_conv_stages(cfg)
 
 
 def build(cfg) -> IIAEParts:

@@ -9,7 +9,7 @@ import torch
 from einops import repeat
 from torch import nn
 
-from .blocks import ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, conv_trunk, deconv_stack
+from .blocks import ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, check_conv_stages, conv_trunk, deconv_stack
 
 INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
@@ -25,6 +25,14 @@ class ImageDecoder(nn.Module):
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
         tiled = repeat(z_d, "b c -> b c h w", h=z_s.shape[2], w=z_s.shape[3])
         return self.net(torch.cat([z_s, tiled], dim=1))
+
+
+def check(cfg) -> None:
+    check_conv_stages(cfg)
+    # the decoder must undo exactly the downsampling that produced z^s
+    if len(cfg.decoder_channels) != len(cfg.shared_channels):
+        raise ValueError(f"decoder_channels: image arch needs {len(cfg.shared_channels)} entries "
+                         f"(one per shared_channels entry), got {len(cfg.decoder_channels)}")
 
 
 def build(cfg) -> IIAEParts:

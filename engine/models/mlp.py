@@ -21,6 +21,10 @@ class FeatureDecoder(nn.Module):
         return self.net(torch.cat([z_s, z_d], dim=1))
 
 
+def check(cfg) -> None:
+    """Feature vectors: no spatial stages to fit."""
+
+
 def build(cfg) -> IIAEParts:
     wide, narrow = cfg.mlp_hidden
     return IIAEParts(
