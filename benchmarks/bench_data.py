@@ -20,8 +20,6 @@ import bench_util as bu
 
 bu.ensure_repo_on_path()
 
-import torch  # noqa: E402
-
 
 class DataSource:
     """Finds or makes shards for a recipe; synthetic ones live in one temporary folder removed by close()."""

@@ -27,8 +27,6 @@ import bench_util as bu
 
 bu.ensure_repo_on_path()
 
-import torch  # noqa: E402
-
 DEFAULT_RECIPES = ["debug", "mnist_cdcb_cpu"]
 SECTIONS = ("engine", "loader", "kernels", "paper")
 NO_CUDA = "no CUDA"
