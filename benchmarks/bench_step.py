@@ -80,7 +80,7 @@ class BareLoop:
         if recipe.train.compile:
             self.model = torch.compile(self.model)
         self.model.train()
-        mp = recipe.train.mixed_precision
+        mp = recipe.train.mixed_precision or "no"  # unset: the engine side runs fp32 without a launcher
         self.autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)) \
             if mp != "no" else contextlib.nullcontext
         self.t = 0

@@ -118,8 +118,11 @@ class TrainConfig(_Strict):
     selection: Literal["best", "last"] = "best"
     select_after: NonNegativeInt = 0
     exclusive_limit: float = Field(0.01, ge=0.0, le=1.0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # None: what `accelerate config` / `accelerate launch --mixed_precision` says (fp32 without a launcher);
+    # set: the recipe wins, with a notice when the launcher says otherwise
+    mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = None
     gradient_accumulation_steps: PositiveInt = 1
+    # torch.compile of the model (once; skipped with a notice when the launcher's dynamo_backend already compiles)
     compile: bool = False
     # torch.compile backend: "inductor" (generated kernels) or e.g. "aot_eager" (tracing only, no codegen)
     compile_backend: str = "inductor"

@@ -123,7 +123,7 @@ def claim_output_dir(run: Path, *, resume: bool, explicit_resume: bool, overwrit
     if run.exists() and not run.is_dir():
         raise UserError(f"train.output_dir: {run} exists and is not a folder")
     contents = sorted(p.name for p in run.iterdir() if p.name != LOCK) if run.is_dir() else []
-    checkpoint = latest_checkpoint(run) if resume and contents else None
+    checkpoint = latest_checkpoint(run) if resume and contents and not overwrite else None  # --overwrite wins
     if checkpoint is not None:
         take()
         _mark(run)  # a run written before markers existed becomes ours by being resumed

@@ -8,6 +8,8 @@ its cadence (`after_step(trainer, terms, micro)`, `end(trainer)`); the trainer o
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from typing import Iterator, Optional
 
@@ -30,13 +32,20 @@ from .train_state import TrainState, check_finite
 
 
 def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Optional[str] = None) -> Accelerator:
+    """The Accelerator of a recipe. Mixed precision: the recipe's `train.mixed_precision` when set (a notice when
+    `accelerate launch`/`config` said otherwise), else the launcher's (accelerate reads its environment)."""
     cfg = recipe.train
     kwargs = dict(
         cpu=resolve_device(device).type == "cpu",  # without it, CPU ranks do not synchronise gradients
-        mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the rank count
     )
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if cfg.mixed_precision is not None:
+        kwargs["mixed_precision"] = cfg.mixed_precision
+        if launcher not in (None, cfg.mixed_precision) and int(os.environ.get("RANK", "0")) == 0:
+            print(f"notice: train.mixed_precision={cfg.mixed_precision} overrides the launcher's {launcher}",
+                  file=sys.stderr)
     if run is not None:
         kwargs.update(log_with=cfg.trackers or None, project_config=ProjectConfiguration(
             project_dir=str(run.root), logging_dir=str(run.tensorboard)))
@@ -100,8 +109,14 @@ class Trainer:
         ds = accelerator.state.deepspeed_plugin
         if ds is not None:  # no dataloader goes through prepare(), so DeepSpeed cannot infer the micro-batch
             ds.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.data.batch_size
+            if ds.deepspeed_config.get("gradient_clipping") == "auto":  # accelerate would fill in 1.0
+                ds.deepspeed_config["gradient_clipping"] = recipe.train.max_grad_norm or 0.0  # 0: off, as in DDP
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
-        if recipe.train.compile:  # the model only: the loss and c_t stay outside, so steps never recompile it
+        launcher_compiles = accelerator.state.dynamo_plugin.backend.value.lower() != "no"
+        if recipe.train.compile and launcher_compiles:
+            accelerator.print("notice: the launcher's dynamo_backend already compiles the model; train.compile is "
+                              "not applied a second time")
+        elif recipe.train.compile:  # the model only: the loss and c_t stay outside, so steps never recompile it
             model = torch.compile(model, backend=recipe.train.compile_backend)
         cfg = recipe.train
         state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
@@ -120,10 +135,12 @@ class Trainer:
 
             run.run_info.write_text(json.dumps({
                 "kernels_backend": kernels.backend(torch.empty(1, device=acc.device)), "device": str(acc.device),
-                "num_processes": acc.num_processes, "mixed_precision": cfg.mixed_precision,
+                "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
                 "distributed_type": str(acc.distributed_type), "torch": torch.__version__,
                 "resumed_from": str(checkpoint) if checkpoint else None,
             }, indent=2))
+        acc.print(f"{recipe.name}: {acc.num_processes} process(es) on {acc.device}, mixed precision "
+                  f"{acc.mixed_precision}, compile {'on' if cfg.compile else 'off'}")
         self.logger = MetricLogger(acc, run.train_log, recipe, resumed_step=self.state.step)
         self.components = [
             self.logger,

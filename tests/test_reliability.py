@@ -111,6 +111,15 @@ def test_overwrite_deletes_only_what_the_engine_wrote(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [MARKER]
 
 
+def test_overwrite_beats_resume_auto(tmp_path):
+    run = tmp_path / "run"
+    _our_run(run)
+    (run / "checkpoints" / "checkpoint_5").mkdir()
+    assert claim_output_dir(run, resume=True, explicit_resume=False, overwrite=False) == run / "checkpoints" / "checkpoint_5"
+    assert claim_output_dir(run, resume=True, explicit_resume=False, overwrite=True) is None
+    assert sorted(p.name for p in run.iterdir()) == [MARKER]
+
+
 def test_resume_auto_restarts_only_our_own_run(tmp_path):
     run = tmp_path / "run"
     _our_run(run)  # died before its first checkpoint

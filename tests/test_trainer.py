@@ -49,3 +49,40 @@ def test_compiled_model_never_recompiles_after_warm_up(backend):
             seen.add(float(terms["c_t"]))
     assert counters["stats"]["unique_graphs"] == graphs
     assert len(seen) == 22 and trainer.state.step == 24
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide state; each case here starts from none, and leaves none."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("recipe_value, launcher, effective, notice", [
+    (None, None, "no", False),      # plain python: fp32
+    (None, "bf16", "bf16", False),  # accelerate launch --mixed_precision bf16 / accelerate config
+    ("no", "bf16", "no", True),     # the recipe wins, and says so
+    ("bf16", None, "bf16", False),
+])
+def test_mixed_precision_follows_the_launcher_unless_the_recipe_sets_it(
+        fresh_accelerate_state, monkeypatch, capsys, recipe_value, launcher, effective, notice):
+    if launcher is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    overrides = [] if recipe_value is None else [f"train.mixed_precision='{recipe_value}'"]
+    trainer = Trainer.build(load_recipe(ROOT / "recipes/debug.yaml", overrides), device="cpu")
+    assert trainer.accelerator.mixed_precision == effective
+    assert ("overrides the launcher's" in capsys.readouterr().err) == notice
+
+
+def test_launcher_compile_and_train_compile_never_compile_twice(fresh_accelerate_state, monkeypatch, capsys):
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "aot_eager")  # what `accelerate launch --dynamo_backend` sets
+    trainer = Trainer.build(load_recipe(ROOT / "recipes/debug.yaml", ["train.compile=true"]), device="cpu")
+    assert isinstance(trainer.model, OptimizedModule) and not isinstance(trainer.model._orig_mod, OptimizedModule)
+    assert "already compiles the model" in capsys.readouterr().out
