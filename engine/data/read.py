@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 from pydantic import ValidationError
 
 from ..config import format_validation_error
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .catalogue import prepare_hint
 from .format import INFO_FILE, DatasetInfo, sha256_file
 from .samples import decode_cls, decode_fitted, has_field
@@ -30,8 +30,7 @@ def load_dataset_info(root: str | os.PathLike, verify: bool = False) -> DatasetI
     try:
         data = json.loads(info_path.read_text())
     except (OSError, ValueError) as err:
-        first = str(err).splitlines()[0]
-        raise DataError(f"{info_path}: unreadable ({first}); re-create it with `{prepare_hint(root)} --overwrite`") \
+        raise DataError(f"{info_path}: unreadable ({first_line(err)}); re-create it with `{prepare_hint(root)} --overwrite`") \
             from None
     if not isinstance(data, dict):
         raise DataError(f"{info_path}: expected a JSON object (format, name, kind, splits, ...), got a "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ...config import IMAGE_SIZES
-from ...errors import DataError
+from ...errors import DataError, first_line
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
@@ -36,7 +36,7 @@ def _load(name: str):
             return datasets.load_from_disk(name)
         return datasets.load_dataset(name)
     except Exception as err:
-        raise DataError(f"--dataset {name}: cannot load ({(str(err).splitlines() or [type(err).__name__])[0]})") \
+        raise DataError(f"--dataset {name}: cannot load ({first_line(err)})") \
             from None
 
 

