@@ -45,6 +45,9 @@ class ModelConfig(_Strict):
     # standardise each input (zero mean, unit variance over all its values) before the shared encoders.
     # Not in the paper; no parameters. See IIAE.shared_features.
     shared_input_norm: bool = False
+    # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
+    # the same function, other rounding)
+    channels_last: bool = False
 
     @model_validator(mode="after")
     def _fits_its_architecture(self) -> "ModelConfig":

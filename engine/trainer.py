@@ -22,7 +22,7 @@ from .checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
 from .config import Recipe, save_recipe
 from .device import resolve_device
 from .metric_logger import MetricLogger
-from .models import IIAE, check_fits
+from .models import IIAE, check_fits, input_kind
 from .objective import annealing, iiae_loss
 from .run_dir import RunDir, claim_output_dir
 from .sample_grids import SampleGrids
@@ -78,6 +78,8 @@ class Trainer:
         self.logger: Optional[MetricLogger] = None
         self.stopping = False
         self.bar = None
+        channels_last = recipe.model.channels_last and input_kind(recipe.model) == "image"
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     @classmethod
     def build(cls, recipe: Recipe, run: Optional[RunDir] = None, *, resume: bool = False,
@@ -103,6 +105,8 @@ class Trainer:
 
         set_seed(recipe.seed)  # identical initial weights on every rank
         model = IIAE.from_recipe(recipe)
+        if recipe.model.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         set_seed(recipe.seed, device_specific=True)  # different dropout masks per rank
         o = recipe.optim
         optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -163,7 +167,7 @@ class Trainer:
         seed = self.state.next_seed()
         totals: dict[str, torch.Tensor] = {}
         for m, batch in enumerate(micro_batches):
-            x, y = batch["x"].to(acc.device, non_blocking=True), batch["y"].to(acc.device, non_blocking=True)
+            x, y = (batch[k].to(acc.device, non_blocking=True, memory_format=self.memory_format) for k in "xy")
             with acc.accumulate(self.model):
                 out = self.model(x, y, seed=seed, row_offset=(m * world + rank) * x.shape[0])
                 loss, terms = iiae_loss(self.recipe.objective, c_t, x, y, out)

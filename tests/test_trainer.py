@@ -86,3 +86,25 @@ def test_launcher_compile_and_train_compile_never_compile_twice(fresh_accelerate
     trainer = Trainer.build(load_recipe(ROOT / "recipes/debug.yaml", ["train.compile=true"]), device="cpu")
     assert isinstance(trainer.model, OptimizedModule) and not isinstance(trainer.model._orig_mod, OptimizedModule)
     assert "already compiles the model" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides", [["train.mixed_precision=bf16"], ["model.channels_last=true"],
+                                       ["train.mixed_precision=bf16", "model.channels_last=true"]])
+def test_fast_settings_train_close_to_fp32(fresh_accelerate_state, overrides):
+    """bf16 autocast and channels-last run the same step: the first losses stay within bf16 rounding of fp32,
+    the KL terms stay fp32 (the kernels' contract under autocast), and training moves."""
+    recipe = ROOT / "recipes/debug.yaml"
+    base = Trainer.build(load_recipe(recipe, ["model.dropout=0"]), device="cpu")
+    ref = [float(base.train_step([_batch(i)])["loss"]) for i in range(3)]
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    fast = Trainer.build(load_recipe(recipe, ["model.dropout=0", *overrides]), device="cpu")
+    if "model.channels_last=true" in overrides:
+        conv = next(p for p in fast.raw_model.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last)
+    steps = [fast.train_step([_batch(i)]) for i in range(3)]
+    assert all(t["kl_s"].dtype == torch.float32 and t["loss"].dtype == torch.float32 for t in steps)
+    got = [float(t["loss"]) for t in steps]
+    assert got == pytest.approx(ref, rel=0.02)  # bf16 keeps 8 bits of mantissa: ~0.4 % per rounding
+    assert got[0] != got[2]
