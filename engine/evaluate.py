@@ -152,12 +152,15 @@ def print_table(record: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from .data import load_dataset_info
     from .device import resolve_device
+    from .models import check_fits
     from .run_dir import data_root, load_model, resolve_run
 
     device = resolve_device(args.device)
     _, run_dir = resolve_run(args.run)
     model = load_model(args.run, device)
-    info = load_dataset_info(data_root(args.run, args.data), verify=not args.no_verify)
+    # hash only the split this evaluation reads: the training shards can be most of the folder
+    info = load_dataset_info(data_root(args.run, args.data), verify=() if args.no_verify else (args.split,))
+    check_fits(model.cfg, info, where="the model's model", notice=True)  # refusals first; the notice once
     metrics = evaluate(model, info, args.split, batch_size=args.batch_size, limit=args.limit, device=device,
                        progress=not args.json)
     if args.fidelity:

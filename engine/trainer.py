@@ -94,7 +94,7 @@ class Trainer:
             from .data import load_dataset_info, train_batches_per_epoch
 
             info = load_dataset_info(recipe.data.root, verify=main)
-            check_fits(recipe.model, info)
+            check_fits(recipe.model, info, notice=main)
             train_batches_per_epoch(recipe, info, accelerator.num_processes)  # refuses a batch that cannot fit
             if main:
                 claim_output_dir(run.root, resume=resume, explicit_resume=explicit_resume, overwrite=overwrite,

@@ -6,6 +6,7 @@ before anything imports `kernels`); ~8 ms per program, so every grid in these te
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import pathlib
 
@@ -39,6 +40,16 @@ def triton_path(monkeypatch):
     if not TRITON_RUNS:
         pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
     monkeypatch.setenv("IIAE_KERNELS", "triton")
+
+
+def golden_kl_case(monkeypatch, mode: str):
+    """disentanglement_lib's golden KL values on backend `mode`: (mu, logvar, KL to N(0, I)) for three rows of 10."""
+    if mode == "triton" and not TRITON_RUNS:
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
+    monkeypatch.setenv("IIAE_KERNELS", mode)
+    mu = torch.tensor([0.0, 1.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
+    logvar = torch.tensor([0.0, 0.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
+    return mu, logvar, torch.tensor([0.0, 5.0, 0.5 * 10 * (math.e - 1)], device=DEVICE)
 
 
 def make(shape, dtype=torch.float32, n=2, seed=0, device=DEVICE):

@@ -309,6 +309,9 @@ def test_sha256_mismatch_and_missing_shard(debug_data, tmp_path):
     raw[2000] ^= 0xFF
     shard.write_bytes(bytes(raw))
     load_dataset_info(data)  # without verify only existence is checked
+    load_dataset_info(data, verify=("test",))  # only the named splits are hashed
+    with pytest.raises(DataError, match="valid-000001.tar"):
+        load_dataset_info(data, verify=("valid",))
     with pytest.raises(DataError) as err:
         load_dataset_info(data, verify=True)
     text = str(err.value)

@@ -11,6 +11,7 @@ from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
     SHAPES,
     TRITON_RUNS,
     check_parity,
+    golden_kl_case,
     gradcheck_fp64,
     make,
     noncontiguous_cases,
@@ -57,12 +58,7 @@ def test_gradcheck_fp64(triton_path, case):
 # ---- golden values (disentanglement_lib), both backends ---------------------------------------------------
 @pytest.mark.parametrize("mode", ["triton", "torch"])
 def test_golden_kl(monkeypatch, mode):
-    if mode == "triton" and not TRITON_RUNS:
-        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
-    monkeypatch.setenv("IIAE_KERNELS", mode)
-    mu = torch.tensor([0.0, 1.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
-    logvar = torch.tensor([0.0, 0.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
-    expected = torch.tensor([0.0, 5.0, 0.5 * 10 * (math.e - 1)], device=DEVICE)
+    mu, logvar, expected = golden_kl_case(monkeypatch, mode)
     torch.testing.assert_close(kernels.gaussian_kl(mu, logvar), expected)
     assert abs(expected[2].item() - 8.5914) < 1e-4
     # KL(q || q) = 0; KL(N(0, 1) || N(1, e)) = 1/e per dim.

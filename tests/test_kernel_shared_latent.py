@@ -2,7 +2,6 @@
 gradcheck, golden values, the shared Philox stream, the op, and (GPU) fused vs eager speed."""
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
     TRITON_RUNS,
     check_parity,
     drawn_eps,
+    golden_kl_case,
     gradcheck_fp64,
     make,
     needs_cuda,
@@ -81,12 +81,7 @@ def test_gradcheck_fp64(triton_path, case):
 # ---- golden values (disentanglement_lib), both backends ---------------------------------------------------
 @pytest.mark.parametrize("mode", ["triton", "torch"])
 def test_golden_kl(monkeypatch, mode):
-    if mode == "triton" and not TRITON_RUNS:
-        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
-    monkeypatch.setenv("IIAE_KERNELS", mode)
-    mu = torch.tensor([0.0, 1.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
-    logvar = torch.tensor([0.0, 0.0, 1.0], device=DEVICE)[:, None].expand(3, 10)
-    expected = torch.tensor([0.0, 5.0, 0.5 * 10 * (math.e - 1)], device=DEVICE)
+    mu, logvar, expected = golden_kl_case(monkeypatch, mode)
     _, kl_prior, kl_rx, kl_ry = kernels.shared_latent_terms(mu, logvar, mu, logvar, mu, logvar, torch.zeros_like(mu))
     torch.testing.assert_close(kl_prior, expected)
     torch.testing.assert_close(kl_rx, torch.zeros(3, device=DEVICE))

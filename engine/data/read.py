@@ -19,8 +19,9 @@ from .format import INFO_FILE, DatasetInfo, sha256_file
 from .samples import decode_cls, decode_fitted, has_field
 
 
-def load_dataset_info(root: str | os.PathLike, verify: bool = False) -> DatasetInfo:
-    """Read `root/dataset.json` and check every listed shard exists (and, with verify, its sha256)."""
+def load_dataset_info(root: str | os.PathLike, verify: bool | tuple[str, ...] = False) -> DatasetInfo:
+    """Read `root/dataset.json` and check every listed shard exists; with verify, also its sha256 — of every split
+    (True), or only of the named splits (a tuple; "test" covers per-domain "test-<domain>" splits too)."""
     root = Path(root)
     info_path = root / INFO_FILE
     if not info_path.is_file():
@@ -41,13 +42,14 @@ def load_dataset_info(root: str | os.PathLike, verify: bool = False) -> DatasetI
         command = data.get("command")
         fix = f"{command} --out {root}" if isinstance(command, str) and command else prepare_hint(root)
         raise DataError(f"{format_validation_error(info_path, err)}; re-create it with `{fix} --overwrite`") from None
-    for split in info.splits.values():
+    for name, split in info.splits.items():
+        hashed = verify is True or (bool(verify) and any(name == s or name.startswith(f"{s}-") for s in verify))
         for shard in split.shards:
             path = info.path(shard)
             if not path.is_file():
                 raise DataError(f"{path}: shard listed in {info_path} is missing; "
                                 f"re-create the folder with `{info.fix_command()}`")
-            if verify and sha256_file(path) != shard.sha256:
+            if hashed and sha256_file(path) != shard.sha256:
                 raise DataError(f"{path}: sha256 does not match {info_path} (corrupt or modified); "
                                 f"re-create the folder with `{info.fix_command()}`")
     return info

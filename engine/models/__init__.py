@@ -15,10 +15,10 @@ def input_kind(cfg) -> str:
     return ARCHITECTURES[cfg.arch].INPUT_KIND
 
 
-def check_fits(cfg, info, where: str = "model") -> None:
+def check_fits(cfg, info, where: str = "model", notice: bool = False) -> None:
     """Refuse, in one line, a model config (`ModelConfig`) that cannot read a dataset (`DatasetInfo`): another
     input kind, channel count or a larger image size (upscaling would train on blurred data). A smaller model
-    size is allowed (batches are downscaled) and noted once."""
+    size is allowed (batches are downscaled); `notice` says so on stderr (once per command, not per evaluation)."""
     from ..errors import DataError
 
     wants = input_kind(cfg)
@@ -33,7 +33,7 @@ def check_fits(cfg, info, where: str = "model") -> None:
     if info.image_size is not None and cfg.image_size > info.image_size:
         raise DataError(f"{where}.image_size: {cfg.image_size}, but {info.root} holds {info.image_size}-px images; "
                         f"expected at most {info.image_size}, or a dataset prepared with --size {cfg.image_size}")
-    if info.image_size is not None and cfg.image_size < info.image_size:
+    if notice and info.image_size is not None and cfg.image_size < info.image_size:
         print(f"notice: {info.root} holds {info.image_size}-px images; the model reads {cfg.image_size} px, so "
               "batches are downscaled", file=sys.stderr)
 
