@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import torch
 from accelerate import Accelerator
 
 from .errors import UserError, first_line, write_failure
@@ -86,6 +87,12 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
                 load(pickled)
             except Exception as err:
                 raise UserError(f"{pickled}: refused: {_load_failure(err)}") from None
+        for pickled in sorted(checkpoint.glob("*/*.pt")):  # DeepSpeed's files, which it loads weights_only=False
+            try:
+                with torch.serialization.safe_globals(_deepspeed_plain_types()):
+                    torch.load(pickled, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise UserError(f"{pickled}: refused: {_load_failure(err)}") from None
         try:
             state.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
             accelerator.load_state(str(checkpoint))
@@ -93,6 +100,18 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
             raise
         except Exception as err:
             raise UserError(f"{checkpoint}: cannot resume from it: {_load_failure(err)}") from None
+
+
+def _deepspeed_plain_types() -> list:
+    """The three DeepSpeed classes its ZeRO optimizer files hold besides tensors and builtins (plain records:
+    allowing them lets the weights-only loader rebuild them without running anything else)."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:
+        return []
+    return [LossScaler, ZeroStageEnum, fragment_address]
 
 
 def _load_failure(err: BaseException) -> str:

@@ -35,8 +35,11 @@ def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Opti
     """The Accelerator of a recipe. Mixed precision: the recipe's `train.mixed_precision` when set (a notice when
     `accelerate launch`/`config` said otherwise), else the launcher's (accelerate reads its environment)."""
     cfg = recipe.train
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     kwargs = dict(
-        cpu=resolve_device(device).type == "cpu",  # without it, CPU ranks do not synchronise gradients
+        # without cpu=True, CPU ranks do not synchronise gradients; with it, accelerate ignores DeepSpeed (which
+        # runs on CPU through DS_ACCELERATOR=cpu)
+        cpu=resolve_device(device).type == "cpu" and not deepspeed,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the rank count
     )
@@ -56,6 +59,13 @@ def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Opti
 
         AcceleratorState._reset_state(reset_partial_state=True)
         return Accelerator(**kwargs)
+
+
+def _cast_buffers_like_parameters(model: torch.nn.Module) -> None:
+    dtype = next(model.parameters()).dtype
+    for buf in model.buffers():
+        if buf.is_floating_point() and buf.dtype != dtype:
+            buf.data = buf.data.to(dtype)
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
@@ -116,6 +126,8 @@ class Trainer:
             if ds.deepspeed_config.get("gradient_clipping") == "auto":  # accelerate would fill in 1.0
                 ds.deepspeed_config["gradient_clipping"] = recipe.train.max_grad_norm or 0.0  # 0: off, as in DDP
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
+        if ds is not None:  # DeepSpeed bf16/fp16 casts the parameters only; BatchNorm needs its statistics alike
+            _cast_buffers_like_parameters(accelerator.unwrap_model(model))
         launcher_compiles = accelerator.state.dynamo_plugin.backend.value.lower() != "no"
         if recipe.train.compile and launcher_compiles:
             accelerator.print("notice: the launcher's dynamo_backend already compiles the model; train.compile is "

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -103,6 +104,14 @@ class IIAE(
     def from_recipe(cls, recipe: Recipe) -> "IIAE":
         return cls(model=recipe.model.model_dump(mode="json"), objective=recipe.objective.model_dump(mode="json"))
 
+    def _save_pretrained(self, save_directory: Path) -> None:
+        # each tensor copied out on its own: under DeepSpeed ZeRO the parameters are views of one flat buffer,
+        # which safetensors refuses to save
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(state, str(Path(save_directory) / "model.safetensors"), metadata={"format": "pt"})
+
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs):
         # strict by default: a missing or extra tensor is an error, never a silently random layer.
@@ -119,11 +128,17 @@ class IIAE(
     def _clip(self, logvar: torch.Tensor) -> torch.Tensor:
         return logvar.clamp(max=self.objective.logvar_max)
 
+    def _as_weights(self, v: torch.Tensor) -> torch.Tensor:
+        # DeepSpeed bf16/fp16 casts the weights, not the inputs (accelerate's autocast is off under DeepSpeed)
+        dtype = next(self.parameters()).dtype
+        return v if v.dtype == dtype else v.to(dtype)
+
     def exclusive_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.parts.exclusive[_check_domain(domain)](v)
+        mu, logvar = self.parts.exclusive[_check_domain(domain)](self._as_weights(v))
         return mu, self._clip(logvar)
 
     def shared_features(self, v: torch.Tensor, domain: str) -> torch.Tensor:
+        v = self._as_weights(v)
         if self.cfg.shared_input_norm:
             # what is shared (shape) must not depend on contrast: a near-black digit on black, or a white one
             # on a pale background, reaches the shared trunk as strongly as any other; colour is exclusive
