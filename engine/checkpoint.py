@@ -127,9 +127,12 @@ class Checkpointer:
     def __init__(self, run: Path, every: int, keep: int, max_steps: int):
         self.run, self.every, self.keep, self.max_steps = Path(run), every, keep, max_steps
 
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.max_steps
+
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
         step = trainer.state.step
-        if step % self.every == 0 or step == self.max_steps or trainer.stopping:
+        if self.due(step) or trainer.stopping:
             save_checkpoint(trainer.accelerator, self.run, step, self.keep, trainer.state)
 
     def end(self, trainer) -> None:

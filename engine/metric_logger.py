@@ -45,9 +45,13 @@ class MetricLogger:
             plot_curves(self.path, self.path.with_name("curves.png"), title=self.recipe.name)
 
     # ---- trainer component ---------------------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        cfg = self.recipe.train
+        return step % cfg.log_every == 0 or step == cfg.max_steps
+
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
-        step, cfg = trainer.state.step, self.recipe.train
-        if step % cfg.log_every and step != cfg.max_steps:
+        step = trainer.state.step
+        if not self.due(step):
             return
         values = {k: float(v) for k, v in terms.items()}
         values.update(lr=trainer.scheduler.get_last_lr()[0], train_seconds=trainer.state.train_seconds,

@@ -20,9 +20,12 @@ class SampleGrids:
             self.batch = next(iter(iter_eval_batches(info, recipe.data.valid_split, n,
                                                      image_size=recipe.model.image_size, limit=n)))
 
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
         step = trainer.state.step
-        if self.batch is None or step % self.every:
+        if self.batch is None or not self.due(step):
             return
         from .translate import translation_grid
 

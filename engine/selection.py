@@ -57,9 +57,13 @@ class Validation:
         limit = self.recipe.data.valid_limit if self.info.layout == "paired" else None
         return evaluate(model, self.info, self.recipe.data.valid_split, limit=limit, device=device)
 
+    def due(self, step: int) -> bool:
+        cfg = self.recipe.train
+        return step % cfg.eval_every == 0 or step == cfg.max_steps
+
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
         step, cfg = trainer.state.step, self.recipe.train
-        if step % cfg.eval_every and step != cfg.max_steps:
+        if not self.due(step):
             return
         if trainer.accelerator.is_main_process:
             metrics = {**self.metrics(trainer.raw_model, trainer.accelerator.device),

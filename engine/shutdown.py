@@ -27,12 +27,16 @@ class StopFlag:
         _say(f"{name}: stopping after this step (a second {name} exits at once)")
         self.signal = signum
 
-    def agreed(self, accelerator) -> bool:
-        """All ranks stop at the same step: any rank's signal stops everyone."""
+    def agreed(self, accelerator, sync_point: bool) -> bool:
+        """All ranks stop at the same step: any rank's signal stops everyone. One process stops after the step
+        it was signalled in; several agree (a collective and a host sync) only at `sync_point` steps (those where
+        the trainer logs or writes anything), so they stop at the next one."""
+        if accelerator.num_processes == 1:
+            return self.signal is not None
+        if not sync_point:
+            return False
         flag = torch.tensor(float(self.signal is not None), device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
-        return bool(flag > 0)
+        return bool(accelerator.reduce(flag, reduction="sum") > 0)
 
     @property
     def name(self) -> str:

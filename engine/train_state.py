@@ -1,4 +1,4 @@
-"""What a resumed run needs beyond weights and optimizer state, and the finiteness check of each step."""
+"""What a resumed run needs beyond weights and optimizer state."""
 from __future__ import annotations
 
 import base64
@@ -6,15 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 
-from .errors import UserError
-from .objective import TERMS
 from .selection import Selector
-
-
-class TrainingDiverged(UserError):
-    """A non-finite loss: the run stops before the optimizer applies it."""
 
 
 @dataclass
@@ -49,17 +42,3 @@ class TrainState:
         rng = np.frombuffer(base64.b64decode(state["rng"]), dtype=np.uint8)
         self.rng.set_state(torch.from_numpy(rng.copy()))
         self.selector.load_state_dict(state["selector"])
-
-
-def check_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
-    """Raise TrainingDiverged, on every rank at once, when the loss of `step` is not finite."""
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    if accelerator.num_processes > 1:  # every rank stops together, or the healthy ones would hang
-        finite = accelerator.gather(finite).min()
-    if finite.item() == 1:
-        return
-    bad = [name for name in TERMS if not torch.isfinite(terms[name])]
-    raise TrainingDiverged(
-        f"loss is not finite at step {step} (offending term: {', '.join(bad) or 'total'}); "
-        "weights were not updated and the last checkpoint is intact"
-    )

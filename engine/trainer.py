@@ -3,7 +3,7 @@
 Accelerate owns devices, DDP, mixed precision, gradient accumulation and DeepSpeed; the data loader is not
 passed through `accelerator.prepare` (it already splits shards by rank and worker). What happens around the
 steps — metric logging, validation and model selection, sample grids, checkpoints — are components, each owning
-its cadence (`after_step(trainer, terms, micro)`, `end(trainer)`); the trainer only wires them.
+its cadence (`due(step)`, `after_step(trainer, terms, micro)`, `end(trainer)`); the trainer only wires them.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
 from .config import Recipe, save_recipe
 from .device import resolve_device
+from .divergence import FiniteWatch
 from .metric_logger import MetricLogger
 from .models import IIAE, check_fits, input_kind
 from .objective import annealing, iiae_loss
@@ -28,7 +29,7 @@ from .run_dir import RunDir, claim_output_dir
 from .sample_grids import SampleGrids
 from .selection import Selector, Validation
 from .shutdown import StopFlag, end_run
-from .train_state import TrainState, check_finite
+from .train_state import TrainState
 
 
 def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Optional[str] = None) -> Accelerator:
@@ -87,6 +88,7 @@ class Trainer:
         self.components: list = []
         self.logger: Optional[MetricLogger] = None
         self.stopping = False
+        self.watch = FiniteWatch() if recipe.train.check_finite else None
         self.bar = None
         channels_last = recipe.model.channels_last and input_kind(recipe.model) == "image"
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -183,8 +185,8 @@ class Trainer:
             with acc.accumulate(self.model):
                 out = self.model(x, y, seed=seed, row_offset=(m * world + rank) * x.shape[0])
                 loss, terms = iiae_loss(self.recipe.objective, c_t, x, y, out)
-                if cfg.check_finite:
-                    check_finite(acc, loss, terms, step)
+                if self.watch is not None:
+                    self.watch.observe(step, loss, terms)
                 acc.backward(loss)
                 if cfg.max_grad_norm is not None and acc.sync_gradients:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -225,7 +227,12 @@ class Trainer:
                 terms = self.train_step(micro)
                 state.train_seconds += time.perf_counter() - tick
                 self.bar.update(1)
-                self.stopping = stop.agreed(acc)
+                # host syncs only where a component acts: the stop agreement of several ranks, and the finite
+                # check before anything is logged or written
+                sync_point = any(component.due(state.step) for component in self.components)
+                self.stopping = stop.agreed(acc, sync_point)
+                if self.watch is not None and (sync_point or self.stopping):
+                    self.watch.check(acc, state.step)
                 for component in self.components:
                     component.after_step(self, terms, micro)
                 if self.stopping:

@@ -1,10 +1,12 @@
 """The Trainer in-process: built once without a run folder, one step at a time (what benchmarks drive)."""
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine.config import load_recipe
+from engine.divergence import TrainingDiverged
 from engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,36 @@ def test_train_step_advances_state_and_reports_c_t():
     assert float(first["c_t"]) == 0.0 and float(second["c_t"]) == pytest.approx(1 - torch.exp(torch.tensor(-0.01)))
     assert {"loss", "recon_x", "kl_ry", "c_t"} <= set(first)
     assert any(not torch.equal(before[k], v) for k, v in trainer.raw_model.state_dict().items())
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
+
+
+def test_train_step_reads_nothing_back_from_the_device(monkeypatch):
+    """The finite check folds into device tensors; no engine or kernel code converts a tensor to a Python value
+    (a host sync on CUDA) inside a step. Only the FiniteWatch.check at a logging step reads it, and raises then."""
+    trainer = Trainer.build(load_recipe(ROOT / "recipes/debug.yaml"), device="cpu")
+    trainer.train_step([_batch()])  # first step: lazy state
+    reads = []
+    ours = (str(ROOT / "engine"), str(ROOT / "kernels"))
+    for name in HOST_READS:
+        def spy(self, *args, _original=getattr(torch.Tensor, name), _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            # the step seed comes from the state's CPU generator: no device involved
+            if caller.startswith(ours) and sys._getframe(1).f_code.co_name != "next_seed":
+                reads.append(f"{_name} from {caller}:{sys._getframe(1).f_lineno}")
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    bad = _batch(1)
+    bad["x"][0, 0, 0, 0] = float("nan")
+    trainer.train_step([_batch(2)])
+    trainer.train_step([bad])
+    trainer.train_step([_batch(3)])
+    monkeypatch.undo()
+    assert reads == []
+    bad_terms = "recon_x, recon_y, kl_x, kl_s, kl_rx, kl_ry"  # a NaN pixel of x: everything but kl_y
+    with pytest.raises(TrainingDiverged, match=rf"not finite at step 2 \(offending term: {bad_terms}\)"):
+        trainer.watch.check(trainer.accelerator, trainer.state.step)
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
