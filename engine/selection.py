@@ -50,6 +50,7 @@ class Validation:
 
     def __init__(self, recipe, info, best: Path):
         self.recipe, self.info, self.best = recipe, info, Path(best)
+        self.last: Optional[tuple[int, dict]] = None  # (step, metrics) of the newest validation
 
     def metrics(self, model, device) -> dict:
         from .evaluate import evaluate
@@ -69,6 +70,7 @@ class Validation:
             metrics = {**self.metrics(trainer.raw_model, trainer.accelerator.device),
                        "train_seconds": trainer.state.train_seconds}
             trainer.logger.log(step, "valid", metrics)
+            self.last = (step, metrics)
             if cfg.selection == "best" and SHARED_RECALL[0] in metrics and trainer.state.selector.update(step, metrics):
                 save_best(trainer.raw_model, self.best, step, metrics, self.recipe)
             trainer.bar.write(f"step {step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()

@@ -89,6 +89,7 @@ class Trainer:
         self.logger: Optional[MetricLogger] = None
         self.stopping = False
         self.watch = FiniteWatch() if recipe.train.check_finite else None
+        self.finished: Optional[str] = None  # a component's reason to end the run before max_steps
         self.bar = None
         channels_last = recipe.model.channels_last and input_kind(recipe.model) == "image"
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -213,8 +214,15 @@ class Trainer:
                 yield batch
             state.data_epoch, state.batch_in_epoch = state.data_epoch + 1, 0
 
+    def _catch_up(self) -> None:
+        if self.watch is not None:
+            self.watch.check(self.accelerator, self.state.step)
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize(self.accelerator.device)
+
     def fit(self) -> int:
-        """Train to `train.max_steps`; returns the exit code (0, or 128 + signal after a stop)."""
+        """Train to `train.max_steps` (or until a component sets `finished`); returns the exit code (0, or
+        128 + signal after a stop)."""
         cfg, acc, state = self.recipe.train, self.accelerator, self.state
         stop, stream = StopFlag(), self.batches()
         self.bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not acc.is_main_process,
@@ -225,16 +233,18 @@ class Trainer:
                 tick = time.perf_counter()
                 micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
                 terms = self.train_step(micro)
-                state.train_seconds += time.perf_counter() - tick
-                self.bar.update(1)
-                # host syncs only where a component acts: the stop agreement of several ranks, and the finite
-                # check before anything is logged or written
+                # host syncs only where a component acts: the stop agreement of several ranks, the finite check
+                # before anything is logged or written, and the device catching up (inside train_seconds)
                 sync_point = any(component.due(state.step) for component in self.components)
                 self.stopping = stop.agreed(acc, sync_point)
-                if self.watch is not None and (sync_point or self.stopping):
-                    self.watch.check(acc, state.step)
+                if sync_point or self.stopping:
+                    self._catch_up()
+                state.train_seconds += time.perf_counter() - tick
+                self.bar.update(1)
                 for component in self.components:
                     component.after_step(self, terms, micro)
+                if self.finished:
+                    break
                 if self.stopping:
                     self.bar.close()
                     acc.print(f"stopped by {stop.name} after step {state.step}; checkpoint saved in "
@@ -244,5 +254,6 @@ class Trainer:
             self.bar.close()
         for component in self.components:
             component.end(self)
-        acc.print(f"done: {state.step} steps, {state.train_seconds:.1f} s of training; model in {self.run.best}")
+        why = f" ({self.finished})" if self.finished else ""
+        acc.print(f"done: {state.step} steps{why}, {state.train_seconds:.1f} s of training; model in {self.run.best}")
         return end_run(acc, 0, self.lock)

@@ -1,0 +1,169 @@
+"""Time to accuracy: train `mnist_cdcb_cpu` until validation Recall@1 ≥ 99.9 % both ways, once with the settings
+the recipe shipped with before (fp32, contiguous layout, the old schedule) and once as shipped now, in one run;
+training steps and seconds to the target for each, and their ratio.
+
+    python benchmarks/time_to_accuracy.py                 # real MNIST-CDCB (make demo prepares data/mnist_cdcb_32)
+    python benchmarks/time_to_accuracy.py --quick         # the debug recipe on self-made data, target 0: ~1 min
+    python benchmarks/time_to_accuracy.py --only current  # one setting
+
+Validation runs every --eval-every steps on the whole valid split (its time is not training time). Results:
+a table on stdout, benchmarks/out/time_to_accuracy.{json,csv} and time_to_accuracy.png (Recall@1, the smaller of
+the two directions, against training seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import bench_util as bu
+
+bu.ensure_repo_on_path()
+
+# recipes/mnist_cdcb_cpu.yaml as it was before its fast settings (git 628b4eb)
+BEFORE = ["model.channels_last=false", "optim.lr=0.001", "objective.anneal_steps=2000", "train.max_steps=6000"]
+SETTINGS = {"before": BEFORE, "current": []}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default=str(bu.ROOT / "recipes" / "mnist_cdcb_cpu.yaml"))
+    p.add_argument("--data", default=None, help="prepared MNIST-CDCB at 32 px (default: the recipe's data.root)")
+    p.add_argument("--target", type=float, default=0.999, help="validation Recall@1, both ways (default 0.999)")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between validations (default 250)")
+    p.add_argument("--only", choices=sorted(SETTINGS), action="append", help="run only these settings")
+    p.add_argument("--out", default=str(bu.RESULTS), help="folder of the JSON, CSV and PNG (default benchmarks/out)")
+    p.add_argument("--quick", action="store_true", help="debug recipe, self-made data, target 0: checks it works")
+    return p.parse_args(argv)
+
+
+class StopAtTarget:
+    """Trainer component: ends the run at the first validation whose Recall@1 reaches the target both ways."""
+
+    def __init__(self, validation, target: float):
+        self.validation, self.target = validation, target
+
+    def due(self, step: int) -> bool:
+        return False
+
+    def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
+        from engine.retrieval import SHARED_RECALL
+
+        last = self.validation.last
+        if last and last[0] == trainer.state.step and min(last[1][k] for k in SHARED_RECALL) >= self.target:
+            trainer.finished = f"validation Recall@1 ≥ {self.target:.1%} both ways"
+
+    def end(self, trainer) -> None:
+        pass
+
+
+def train_to_target(recipe, run_root: Path, target: float) -> dict:
+    from engine.retrieval import SHARED_RECALL
+    from engine.run_dir import RunDir
+    from engine.selection import Validation
+    from engine.trainer import Trainer
+
+    run = RunDir(run_root)
+    try:
+        trainer = Trainer.build(recipe, run, overwrite=True)
+        validation = next(c for c in trainer.components if isinstance(c, Validation))
+        trainer.components.append(StopAtTarget(validation, target))
+        trainer.fit()
+    finally:
+        run.lock.release()
+    curve = [{"step": e["step"], "train_seconds": e["train_seconds"],
+              **{k: e[k] for k in SHARED_RECALL}} for e in map(json.loads, run.train_log.read_text().splitlines())
+             if e["kind"] == "valid"]
+    reached = next((p for p in curve if min(p[k] for k in SHARED_RECALL) >= target), None)
+    return {"reached": reached is not None, "steps": reached and reached["step"],
+            "train_seconds": reached and reached["train_seconds"],
+            "ms_per_step": 1e3 * curve[-1]["train_seconds"] / curve[-1]["step"], "curve": curve}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from engine.config import load_recipe
+    from engine.errors import UserError
+
+    tmp = tempfile.TemporaryDirectory(prefix="tta_")
+    recipe_path, data, target, common = args.recipe, args.data, args.target, []
+    if args.quick:
+        sys.path.insert(0, str(bu.ROOT / "tests"))
+        from datagen import prepare_debug_data
+
+        recipe_path, target = str(bu.ROOT / "recipes" / "debug.yaml"), 0.0
+        data = str(prepare_debug_data(Path(tmp.name) / "data", Path(tmp.name) / "raw"))
+        common = ["train.max_steps=8"]
+    settings = {name: SETTINGS[name] for name in (args.only or SETTINGS)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    context = {"device": bu.device_info("cpu"), "versions": bu.versions(), "git_sha": bu.git_sha(),
+               "date": bu.today(), "quick": args.quick}
+    result = {**context, "target": target, "eval_every": args.eval_every, "settings": {}}
+    try:
+        for name, overrides in settings.items():
+            recipe = load_recipe(recipe_path, [*overrides, *common, *([f"data.root={data}"] if data else []),
+                                               f"train.output_dir={Path(tmp.name) / name}",
+                                               f"train.eval_every={args.eval_every}",
+                                               "train.checkpoint_every=1000000", "train.sample_every=1000000"])
+            print(f"[{name}] {' '.join(overrides) or '(the recipe as shipped)'}", flush=True)
+            result["settings"][name] = {"overrides": overrides, **train_to_target(recipe, Path(tmp.name) / name,
+                                                                                   target)}
+            (out / "time_to_accuracy.json").write_text(json.dumps(result, indent=2))
+    except UserError as err:
+        print(f"time_to_accuracy.py: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        tmp.cleanup()
+    print("\n" + summary(result))
+    if not args.quick:
+        fields = ["setting", "target", "reached", "steps", "train_seconds", "ms_per_step", "eval_every"]
+        bu.append_rows(out, "time_to_accuracy", bu.CONTEXT_FIELDS + fields, [
+            {**bu.context_row(context), "setting": n, "target": target, "eval_every": args.eval_every, **d}
+            for n, d in result["settings"].items()])
+    print(f"plot: {plot(result, out / 'time_to_accuracy.png')}")
+    return 0
+
+
+def summary(result: dict) -> str:
+    s = result["settings"]
+    rows = [[n, d["reached"], d["steps"], d["train_seconds"], d["ms_per_step"]] for n, d in s.items()]
+    text = (f"Time to validation Recall@1 ≥ {result['target']:.1%} both ways (validation every "
+            f"{result['eval_every']} steps)\n" + bu.table(["setting", "reached", "steps", "train s", "ms/step"], rows))
+    if all(k in s and s[k]["reached"] for k in ("before", "current")):
+        text += (f"\ncurrent ÷ before: {s['current']['steps'] / s['before']['steps']:.2f}× the steps, "
+                 f"{s['current']['train_seconds'] / s['before']['train_seconds']:.2f}× the training seconds")
+    return text
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from engine.retrieval import SHARED_RECALL
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, d in result["settings"].items():
+        c = d["curve"]
+        ax.plot([p["train_seconds"] for p in c], [100 * min(p[k] for k in SHARED_RECALL) for p in c], "o-",
+                label=f"{name}: {d['steps']} steps" if d["reached"] else f"{name}: not reached")
+    ax.axhline(100 * result["target"], color="grey", ls="--", lw=1)
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("validation Recall@1, worse direction (%)")
+    ax.set_ylim(max(0, 100 * result["target"] - 5) if not result["quick"] else 0, 100.05)
+    ax.set_title(f"Time to accuracy — {result['device']['name']}\ngit {result['git_sha']}, {result['date']}",
+                 fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
