@@ -22,9 +22,22 @@ COMMANDS = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or the package's own in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("iiae")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="iiae", description="Interaction Information Auto-Encoder engine")
+    parser.add_argument("--version", action="version", version=f"iiae {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = argv[0] if argv else None
     for name, (module, help_text) in COMMANDS.items():

@@ -116,3 +116,17 @@ def test_info_errors_are_one_line_exit_2(args, needle):
     assert out.returncode == 2
     assert needle in out.stderr
     assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+
+
+def test_version_is_pyprojects(capsys):
+    import tomllib
+
+    from engine import __version__
+    from engine.cli import main
+
+    want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == want
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"iiae {want}"
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
