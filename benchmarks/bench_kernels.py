@@ -1,17 +1,24 @@
 """The three fused kernels vs the eager PyTorch reference and `torch.compile` of the reference (CUDA).
 
-Per kernel, shape and mode (fwd, bwd, full = fwd + bwd) the median time over `triton.testing.do_bench`
+Per kernel, shape, dtype and mode (fwd, bwd, full = fwd + bwd) the median time over `triton.testing.do_bench`
 repetitions (L2 flushed between them) and the achieved bandwidth: the bytes the fused kernel must move — every
-input read once, every output written once (fp32 here) — divided by the time. The same byte count is used for
-eager and compile, so their GB/s is the *effective* bandwidth of doing the same job. Noise: the fused kernels
-draw ε in-kernel (Philox) and redraw it in backward; the reference draws it with torch's RNG (eager: a
-`randn_like` kernel and an ε tensor; compile: whatever inductor makes of it). That is how each runs in training.
+input read once, every output written once, at the inputs' element size — divided by the time. The same byte
+count is used for eager and compile, so their GB/s is the *effective* bandwidth of doing the same job. Noise:
+the fused kernels draw ε in-kernel (Philox) and redraw it in backward; the reference draws it with torch's RNG
+(eager: a `randn_like` kernel and an ε tensor; compile: whatever inductor makes of it). That is how each runs in
+training.
+
+Dtypes: fp32 at every shape; bf16 (what bf16 autocast hands the kernels in training) and fp16 at the paper and
+the bandwidth-bound shapes. The result keeps one entry per shape label: fp32 under the plain label
+("shared 8x8192"), the others under "<label>/bf16", "<label>/fp16", each entry naming its `dtype` and `shape`
+(the CSV's columns). The targets are the fp32 ones.
 
 Bytes per element (N = rows × cols; B = rows, negligible):
   reparameterize       fwd: mu, logvar → z                         3N   bwd: grad_z, logvar → grad_logvar   3N
                        (grad_mu is grad_z itself, no copy)
   gaussian_kl (prior)  fwd: mu, logvar → [B]                       2N   bwd: mu, logvar, [B] → 2 grads      4N
   shared_latent_terms  fwd: 6 inputs → z, 3×[B]                    7N   bwd: grad_z + 6 inputs → 6 grads   13N
+times the element size (4 B fp32, 2 B bf16/fp16); the [B] KL sums are fp32 whatever the input dtype.
 """
 from __future__ import annotations
 
@@ -39,6 +46,11 @@ SHAPES = {  # label → (rows, cols)
     "large 4096x8192": (4096, 8192),  # bandwidth-bound
 }
 QUICK_SHAPES = {"shared 8x8192": (8, 8192), "large 256x8192": (256, 8192)}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Low-precision rows: dtype → the shape labels (by their first word) measured in it, bf16 before fp16 so that a
+# tight time budget keeps the dtype training uses.
+LOW_PRECISION = {"bf16": ("shared", "large"), "fp16": ("shared", "large")}
+QUICK_LOW_PRECISION = {"bf16": ("shared",)}
 MODES = ("fwd", "bwd", "full")
 IMPLS = ("fused", "eager", "compile")
 
@@ -106,13 +118,32 @@ def _inputs(kernel: str, shape: tuple[int, int], device: str, dtype=torch.float3
     return tensors
 
 
+def case_label(label: str, dtype: str) -> str:
+    """The result key of a shape in a dtype: the plain label for fp32, "<label>/<dtype>" otherwise."""
+    return label if dtype == "fp32" else f"{label}/{dtype}"
+
+
+def cases(shapes: dict, low_precision: dict) -> list[tuple[str, str, str]]:
+    """(kernel, shape label, dtype) in the order they are measured: the targets' cases first (shared-latent fp32
+    at the paper shape, then at the large one), shared-latent bf16 at the same shapes, the other fp32 cases, the
+    other bf16 ones, then fp16; so a tight time budget still measures what matters most."""
+    first = [s for s in shapes if s.startswith("shared")] + [s for s in shapes if s.startswith("large")]
+    low = {d: [s for s in first if s.split()[0] in low_precision.get(d, ())] for d in DTYPES if d != "fp32"}
+    order = [("shared_latent_terms", s, "fp32") for s in first]
+    order += [("shared_latent_terms", s, "bf16") for s in low["bf16"]]
+    order += [(k, s, "fp32") for k in KERNELS for s in shapes]
+    order += [(k, s, "bf16") for k in KERNELS for s in low["bf16"]]
+    order += [(k, s, "fp16") for k in KERNELS for s in low["fp16"]]
+    return list(dict.fromkeys(order))
+
+
 def _callables(kernel: str, compiled: dict) -> dict[str, Callable]:
     import kernels
 
     fused = getattr(kernels, kernel)
     ref = getattr(kernels.reference, kernel)
     if kernel not in compiled:
-        compiled[kernel] = torch.compile(ref, dynamic=False)
+        compiled[kernel] = torch.compile(ref, dynamic=False)  # one graph per shape and dtype (see _recompile_room)
     seeded = kernel != "gaussian_kl"
 
     def wrap(f, seed: bool):
@@ -126,9 +157,9 @@ def _outputs(result) -> list[torch.Tensor]:
 
 
 def bench_case(kernel: str, shape: tuple[int, int], impls: dict[str, Callable], device: str,
-               quick: bool) -> dict[str, dict[str, float]]:
-    """{impl: {mode: ms}} for one kernel and shape."""
-    inputs = _inputs(kernel, shape, device)
+               quick: bool, dtype: torch.dtype = torch.float32) -> dict[str, dict[str, float]]:
+    """{impl: {mode: ms}} for one kernel, shape and dtype."""
+    inputs = _inputs(kernel, shape, device, dtype)
     out: dict[str, dict[str, float]] = {}
     for impl, fn in impls.items():
         res = _outputs(fn(*inputs))  # compiles (compile impl) and checks it runs
@@ -150,6 +181,16 @@ def bench_case(kernel: str, shape: tuple[int, int], impls: dict[str, Callable], 
     return out
 
 
+def _recompile_room(n_graphs: int) -> None:
+    """Let dynamo keep one graph per (shape, dtype) of a compiled reference: past its recompile limit (8 by
+    default) it would silently run the reference eagerly and the compile column would measure eager."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), n_graphs))
+
+
 def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budget_s: float = 240.0,
         log=print) -> dict:
     """The kernels section. On CUDA the fused impl is the Triton path (IIAE_KERNELS=triton)."""
@@ -162,6 +203,7 @@ def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budg
         functorch_config.donated_buffer = False
     except (ImportError, AttributeError):
         pass
+    _recompile_room(64)
     previous = os.environ.get("IIAE_KERNELS")
     if device == "cuda":
         os.environ["IIAE_KERNELS"] = "triton"
@@ -171,31 +213,29 @@ def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budg
         backend = kernels.backend(probe)
         name = torch.cuda.get_device_properties(0).name if device == "cuda" else "cpu"
         peak, peak_source = peak_bandwidth(name, peak_override) if device == "cuda" else (float("nan"), "n/a")
-        result: dict = {"backend": backend, "dtype": "float32", "peak_gbs": peak, "peak_source": peak_source,
-                        "copy_gbs": copy_bandwidth(device, quick), "results": {}}
+        # "dtype": what the table header says; each entry names its own
+        result: dict = {"backend": backend, "dtype": "fp32 unless the shape says /bf16 or /fp16", "peak_gbs": peak,
+                        "peak_source": peak_source, "copy_gbs": copy_bandwidth(device, quick), "results": {}}
         compiled: dict = {}
         shapes = QUICK_SHAPES if quick else SHAPES
-        # the targets' cases first (shared-latent at the paper shape, then at the large one), so a tight time
-        # budget still measures them
-        first = [s for s in shapes if s.startswith("shared")] + [s for s in shapes if s.startswith("large")]
-        order = [("shared_latent_terms", s) for s in first]
-        order += [(k, s) for k in KERNELS for s in shapes if (k, s) not in order]
-        for kernel, label in order:
+        for kernel, shape_label, dtype_name in cases(shapes, QUICK_LOW_PRECISION if quick else LOW_PRECISION):
+            label = case_label(shape_label, dtype_name)
+            dtype = DTYPES[dtype_name]
             entry = result["results"].setdefault(kernel, {})
             if time.perf_counter() - started > budget_s:
-                entry[label] = {"skipped": f"time budget of {budget_s:.0f} s spent"}
+                entry[label] = {"skipped": f"time budget of {budget_s:.0f} s spent", "dtype": str(dtype)[6:]}
                 continue
-            rows, cols = shapes[label]
+            rows, cols = shapes[shape_label]
             tick = time.perf_counter()
             try:
-                times = bench_case(kernel, (rows, cols), _callables(kernel, compiled), device, quick)
+                times = bench_case(kernel, (rows, cols), _callables(kernel, compiled), device, quick, dtype)
             except Exception as err:  # one failing case must not hide the others
-                entry[label] = {"error": f"{type(err).__name__}: {err}"[:500]}
+                entry[label] = {"error": f"{type(err).__name__}: {err}"[:500], "dtype": str(dtype)[6:]}
                 log(f"  {kernel} {label}: ERROR {type(err).__name__}: {err}")
                 continue
-            n = rows * cols
+            n, size = rows * cols, dtype.itemsize
             _, fwd_b, bwd_b = KERNELS[kernel]
-            nbytes = {"fwd": fwd_b * n * 4, "bwd": bwd_b * n * 4, "full": (fwd_b + bwd_b) * n * 4}
+            nbytes = {"fwd": fwd_b * n * size, "bwd": bwd_b * n * size, "full": (fwd_b + bwd_b) * n * size}
             modes = {}
             for mode in MODES:
                 f, e, c = times["fused"][mode], times["eager"][mode], times["compile"][mode]
@@ -205,7 +245,7 @@ def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budg
                                "compile_gbs": nbytes[mode] / (c * 1e-3) / 1e9,
                                "pct_of_peak": 100 * gbs / peak if bu.finite(peak) else None,
                                "vs_eager": e / f, "vs_compile": c / f}
-            entry[label] = {"rows": rows, "cols": cols, **modes}
+            entry[label] = {"rows": rows, "cols": cols, "shape": shape_label, "dtype": str(dtype)[6:], **modes}
             log(f"  {kernel} {label}: full {times['fused']['full']:.4f} ms fused, "
                 f"{times['eager']['full']:.4f} eager, {times['compile']['full']:.4f} compile "
                 f"({time.perf_counter() - tick:.1f} s)")
@@ -219,10 +259,11 @@ def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budg
 
 
 def _targets(result: dict, quick: bool) -> dict:
-    """shared-latent ≥ 3× eager and ≥ 1.2× compile at paper shape (full step), ≥ 80 % of peak at the large one."""
+    """shared-latent ≥ 3× eager and ≥ 1.2× compile at paper shape (full step), ≥ 80 % of peak at the large one;
+    fp32 (plain labels)."""
     shared = result["results"].get("shared_latent_terms", {})
     paper = shared.get("shared 8x8192", {}).get("full", {})
-    large_label = next((k for k in shared if k.startswith("large")), None)
+    large_label = next((k for k in shared if k.startswith("large") and "/" not in k), None)
     large = shared.get(large_label, {}) if large_label else {}
     pct = {m: large.get(m, {}).get("pct_of_peak") for m in MODES}
     out = {
@@ -244,7 +285,8 @@ def rows_for_csv(result: dict) -> list[dict]:
                 m = modes.get(mode)
                 if not isinstance(m, dict):
                     continue
-                rows.append({"kernel": kernel, "shape": label, "mode": mode, "dtype": result["dtype"],
+                rows.append({"kernel": kernel, "shape": modes.get("shape", label), "mode": mode,
+                             "dtype": modes.get("dtype", "float32"),
                              **{k: m[k] for k in ("fused_ms", "eager_ms", "compile_ms", "fused_gbs", "vs_eager",
                                                   "vs_compile", "pct_of_peak")},
                              "peak_gbs": result["peak_gbs"], "copy_gbs": result["copy_gbs"]})

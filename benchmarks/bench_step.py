@@ -70,13 +70,15 @@ class EngineLoop:
 
 class BareLoop:
     """`out = model(x, y, seed=t); loss = iiae_loss(...); loss.backward(); opt.step(); opt.zero_grad()` — the
-    same model config, weights initialised the same way, plain Adam, no Accelerator (autocast / compile only when
-    the recipe asks the engine for them, so both sides do the same arithmetic)."""
+    same model config, weights initialised the same way, plain Adam, no Accelerator (autocast, compile and
+    channels-last only when the recipe asks the engine for them, so both sides do the same arithmetic)."""
 
     def __init__(self, recipe, device: str):
         self.recipe = recipe
         model, self.optimizer = _model_and_optimizer(recipe)
         self.model = model.to(device)
+        self.memory_format = torch.channels_last if recipe.model.channels_last else torch.preserve_format
+        self.model = self.model.to(memory_format=self.memory_format)
         if recipe.train.compile:
             self.model = torch.compile(self.model)
         self.model.train()
@@ -88,7 +90,8 @@ class BareLoop:
     def run(self, batch: dict, n: int) -> None:
         from engine.objective import annealing, iiae_loss
 
-        x, y, objective = batch["x"], batch["y"], self.recipe.objective
+        x, y = (batch[k].to(memory_format=self.memory_format) for k in "xy")
+        objective = self.recipe.objective
         for _ in range(n):
             t = self.t
             for _ in range(self.recipe.train.gradient_accumulation_steps):
@@ -174,3 +177,64 @@ def profile_steps(recipe_path: str, device: str, steps: int = 10) -> str:
         out.append(f"== {name}: {recipe.name}, {steps} steps ==\n"
                    + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     return "\n\n".join(out)
+
+
+# ---- the engine at its fastest accurate settings vs the bare fp32 eager loop ---------------------------------
+FP32_EAGER = ["train.mixed_precision=no", "train.compile=false", "model.channels_last=false"]
+
+
+def native_bf16(device: str) -> bool:
+    """bf16 pays on CUDA and on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated (~10x slower here)."""
+    if device == "cuda":
+        return True
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def fast_variants(device: str, quick: bool) -> dict[str, list[str]]:
+    """The settings that train within rounding of fp32 (tests/test_trainer.py::test_fast_settings_train_close_to_fp32)
+    and may be faster on this device. --quick leaves out torch.compile (a minute of compilation each)."""
+    variants = {"channels_last": ["model.channels_last=true"]}
+    if native_bf16(device):
+        variants["bf16+channels_last"] = ["train.mixed_precision=bf16", "model.channels_last=true"]
+    if not quick:
+        variants["compile"] = ["train.compile=true"]
+        variants["compile+channels_last"] = ["train.compile=true", "model.channels_last=true"]
+        if native_bf16(device):
+            variants["bf16+compile+channels_last"] = ["train.mixed_precision=bf16", "train.compile=true",
+                                                      "model.channels_last=true"]
+    return variants
+
+
+def fastest_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: float = 1.0, rounds: int = 8,
+                    log=print) -> dict:
+    """Each fast variant of the engine timed in interleaved blocks against the bare fp32 eager loop (same model
+    config, batch and data), one variant at a time (accelerate's precision state is global to the process)."""
+    import time
+
+    bare = BareLoop(load(recipe_path, FP32_EAGER), device)
+    batch = memory_batch(bare.recipe, device)
+    sync = bu.sync_for(device)
+    bare.run(batch, 1 if quick else 3)
+    samples_per_step = bare.recipe.data.batch_size * bare.recipe.train.gradient_accumulation_steps
+    out = {"variants": {}, "bare_settings": "fp32, eager, contiguous", "target": 1.5}
+    for name, overrides in fast_variants(device, quick).items():
+        engine = EngineLoop.build(load(recipe_path, overrides), device)
+        tick = time.perf_counter()
+        engine.run(batch, 1 if quick else 3)  # compilation, if any, happens here
+        warmup = time.perf_counter() - tick
+        probe = min(bu.timed(lambda n: engine.run(batch, n), 2, sync), bu.timed(lambda n: bare.run(batch, n), 2, sync))
+        iters, n_rounds = (bu.iters_for(probe, 0.15, hi=4), 3) if quick else (bu.iters_for(probe, block_s), rounds)
+        times = bu.interleaved({"engine": lambda n: engine.run(batch, n), "bare": lambda n: bare.run(batch, n)},
+                               iters, n_rounds, sync)
+        e, b = statistics.median(times["engine"]), statistics.median(times["bare"])
+        out["variants"][name] = {"overrides": overrides, "engine_ms_per_step": 1e3 * e, "bare_ms_per_step": 1e3 * b,
+                                 "engine_samples_per_s": samples_per_step / e,
+                                 "ratio": bu.paired_ratio(times["bare"], times["engine"]), "warmup_s": warmup}
+        log(f"  {name}: {1e3 * e:.1f} ms/step vs bare fp32 {1e3 * b:.1f} → {out['variants'][name]['ratio']:.2f}× "
+            f"(warm-up {warmup:.1f} s)")
+        del engine
+    best = max(out["variants"], key=lambda n: out["variants"][n]["ratio"])
+    out.update(fastest=best, ratio=out["variants"][best]["ratio"])
+    out["meets_target"] = out["ratio"] >= out["target"]
+    return out

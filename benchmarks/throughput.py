@@ -7,6 +7,8 @@
 Sections (see benchmarks/README.md for what each figure means):
   engine_vs_bare  engine.step.train_step (built as engine/train.py builds it) vs a bare PyTorch loop, same model
                   config and in-memory batch, interleaved timing blocks → samples/s each and the ratio (≥ 0.97)
+  fastest_vs_bare the engine at each fast setting this device supports (channels-last, torch.compile, bf16 where
+                  native) vs the bare fp32 eager loop, interleaved → the fastest accurate ratio (≥ 1.5)
   loader_vs_step  the streaming loader's samples/s (real shards, the recipe's num_workers) vs the step's (≥ 5)
   kernels         CUDA: the three fused kernels vs eager reference and torch.compile, GB/s vs peak
   paper_step      CUDA: MNIST-CDCB 256 px step, fp32 eager vs bf16 + fused kernels + compile (≥ 2×)
@@ -28,7 +30,7 @@ import bench_util as bu
 bu.ensure_repo_on_path()
 
 DEFAULT_RECIPES = ["debug", "mnist_cdcb_cpu"]
-SECTIONS = ("engine", "loader", "kernels", "paper")
+SECTIONS = ("engine", "fast", "loader", "kernels", "paper")
 NO_CUDA = "no CUDA"
 
 
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     context = {"device": bu.device_info(device), "versions": bu.versions(), "git_sha": bu.git_sha(),
                "date": bu.today(), "quick": args.quick}
     result = {"device": context["device"], "versions": context["versions"], "git_sha": context["git_sha"],
-              "date": context["date"], "quick": args.quick, "engine_vs_bare": {}, "loader_vs_step": {},
+              "date": context["date"], "quick": args.quick, "engine_vs_bare": {}, "fastest_vs_bare": {}, "loader_vs_step": {},
               "kernels": {}, "paper_step": {}, "load_average": {"start": _loadavg()}}
 
     def checkpoint():
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     # a GPU check with a tight time limit puts the sections only a GPU can measure first.
     blocks, seen = [], set()
     for s in args.sections:
-        block = "engine+loader" if s in ("engine", "loader") else s
+        block = "engine+loader" if s in ("engine", "fast", "loader") else s
         if block not in seen:
             seen.add(block)
             blocks.append(block)
@@ -209,7 +211,8 @@ def _loadavg():
 
 
 def _engine_and_loader(args, device: str, result: dict, rep: Report, checkpoint) -> None:
-    """Per recipe: engine vs bare, then loader vs step (which reuses the engine built for the first)."""
+    """Per recipe: engine vs bare, its fast settings vs bare fp32, then loader vs step (which reuses the engine
+    built for the first)."""
     from bench_data import DataSource
 
     source = DataSource(args.data, args.quick, log=rep.log)
@@ -229,6 +232,18 @@ def _engine_and_loader(args, device: str, result: dict, rep: Report, checkpoint)
                         f"{figures['bare_samples_per_s']:.1f} samples/s, ratio {figures['ratio']:.3f}")
             except Exception as err:
                 result["engine_vs_bare"][name] = rep.error(f"engine_vs_bare/{name}", err)
+            if "fast" in args.sections:
+                rep.log(f"[fastest vs bare fp32] {name} ...")
+                try:
+                    from bench_step import fastest_vs_bare
+
+                    watch = bu.CpuMonitor()
+                    figures = fastest_vs_bare(path, device, quick=args.quick, block_s=args.block_s, log=rep.log)
+                    figures["other_cores"] = (watch.others() or {}).get("other_cores")
+                    result["fastest_vs_bare"][name] = figures
+                except Exception as err:
+                    result["fastest_vs_bare"][name] = rep.error(f"fastest_vs_bare/{name}", err)
+                checkpoint()
             if "loader" in args.sections:
                 rep.log(f"[loader vs step] {name} ...")
                 if engine is None:
@@ -269,7 +284,7 @@ def _jsonable(obj):
 
 # ---- text summary -----------------------------------------------------------------------------------------
 def _ok(d: dict) -> bool:
-    return isinstance(d, dict) and "error" not in d and "skipped" not in d
+    return isinstance(d, dict) and bool(d) and "error" not in d and "skipped" not in d
 
 
 def summary(result: dict) -> str:
@@ -283,6 +298,22 @@ def summary(result: dict) -> str:
                      "interleaved blocks)\n" + bu.table(
                          ["recipe", "params", "batch", "engine samples/s", "bare samples/s", "ratio", "target",
                           "met", "other load"], rows))
+    fv = result["fastest_vs_bare"]
+    if fv:
+        rows = []
+        for n, d in fv.items():
+            if not _ok(d):
+                rows.append([n, "error", "", "", "", "", ""])
+                continue
+            for v, m in d["variants"].items():
+                rows.append([n, v + (" *" if v == d["fastest"] else ""), m["engine_ms_per_step"],
+                             m["bare_ms_per_step"], m["ratio"], m["warmup_s"], d.get("other_cores")])
+        lines = [f"{n}: fastest {d['fastest']} {d['ratio']:.2f}× (target ≥ {d['target']}: "
+                 f"{'met' if d['meets_target'] else 'NOT met'})" for n, d in fv.items() if _ok(d)]
+        parts.append("Engine at fast settings vs bare fp32 eager loop (same model, batch and data; each variant "
+                      "interleaved with the bare loop; * fastest)\n" + bu.table(
+                          ["recipe", "variant", "engine ms", "bare fp32 ms", "ratio", "warm-up s", "other load"], rows)
+                      + "\n" + "\n".join(lines))
     lv = list(result["loader_vs_step"].items())
     if lv:
         rows = [[n, "synthetic" if d.get("synthetic") else "real", d.get("num_workers"),
@@ -346,7 +377,13 @@ def _save(args, context: dict, result: dict, rep: Report) -> None:
     lv_fields = ["recipe", "synthetic", "num_workers", "loader_samples_per_s", "step_samples_per_s", "ratio",
                  "first_batch_s", "fed_step_samples_per_s", "memory_step_samples_per_s", "fed_vs_memory",
                  "other_cores"]
+    fv_fields = ["recipe", "variant", "overrides", "engine_ms_per_step", "bare_ms_per_step", "ratio", "warmup_s",
+                 "fastest", "other_cores"]
+    fv_rows = [{**base, "recipe": n, "variant": v, **m, "overrides": " ".join(m["overrides"]),
+                "fastest": v == d["fastest"], "other_cores": d.get("other_cores")}
+               for n, d in result["fastest_vs_bare"].items() if _ok(d) for v, m in d["variants"].items()]
     written = [
+        bu.append_rows(folder, "fastest_vs_bare", f + fv_fields, fv_rows),
         bu.append_rows(folder, "engine_vs_bare", f + ev_fields,
                        [{**base, **d} for d in result["engine_vs_bare"].values() if _ok(d)]),
         bu.append_rows(folder, "loader_vs_step", f + lv_fields,
@@ -378,6 +415,12 @@ def plots(result: dict, folder: Path) -> list[Path]:
                                 {"engine": [d["engine_samples_per_s"] for d in ev.values()],
                                  "bare": [d["bare_samples_per_s"] for d in ev.values()]},
                                 "samples/s", notes=[f"ratio {d['ratio']:.3f}" for d in ev.values()]))
+    fv = {n: d for n, d in result["fastest_vs_bare"].items() if _ok(d)}
+    if fv:
+        variants = sorted({v for d in fv.values() for v in d["variants"]})
+        out.append(bu.bar_chart(folder / "fastest_vs_bare.png", f"Engine at fast settings ÷ bare fp32 eager\n{title}",
+                                list(fv), {v: [d["variants"].get(v, {}).get("ratio", float("nan")) for d in fv.values()]
+                                           for v in variants}, "× bare fp32 speed", hline=1.0))
     lv = {n: d for n, d in result["loader_vs_step"].items() if _ok(d)}
     if lv:
         out.append(bu.bar_chart(folder / "loader_vs_step.png", f"Streaming loader vs train step\n{title}", list(lv),

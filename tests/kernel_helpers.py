@@ -2,6 +2,13 @@
 
 Without CUDA the Triton path runs on CPU tensors through the interpreter (conftest sets TRITON_INTERPRET=1
 before anything imports `kernels`); ~8 ms per program, so every grid in these tests stays under ~100 programs.
+
+Twins. The parity, gradcheck, Philox and forced multi-split cases take the `kernel_device` fixture (or
+`gpu_kernel_device`, twin only): a `[cpu]` case on CPU tensors through the interpreter (the default tier) and a
+`[cuda]` twin marked `gpu` (deselected by the default addopts; `pytest -m gpu` runs it against the compiled
+kernels). Where CUDA is present the interpreter is off, so the `[cpu]` cases skip there and the `[cuda]` twins
+carry them. `IIAE_GPU_TWIN_DEVICE=cpu` (gpu_check.sh --gpu-sections-anyway) runs the twins on CPU through the
+interpreter: their code path, checked without a GPU.
 """
 from __future__ import annotations
 
@@ -19,6 +26,9 @@ DEVICE = torch.device("cuda" if CUDA else "cpu")
 # From the environment, not from `kernels`: a broken ops module must fail these tests, not skip them.
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 TRITON_RUNS = HAS_TRITON and (CUDA or os.environ.get("TRITON_INTERPRET") == "1")
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+TWIN_DEVICE = os.environ.get("IIAE_GPU_TWIN_DEVICE", "cuda")
 
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 
@@ -40,6 +50,50 @@ def triton_path(monkeypatch):
     if not TRITON_RUNS:
         pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
     monkeypatch.setenv("IIAE_KERNELS", "triton")
+
+
+def _kernel_device(request, monkeypatch) -> torch.device:
+    device = torch.device(request.param)
+    if not HAS_TRITON:
+        pytest.skip("triton not installed")
+    if device.type == "cuda" and not CUDA:
+        pytest.skip("needs CUDA")
+    if device.type == "cpu" and not INTERPRETED:
+        pytest.skip("Triton interpreter off (CUDA present): the [cuda] twin runs this case (pytest -m gpu)")
+    monkeypatch.setenv("IIAE_KERNELS", "triton")
+    return device
+
+
+_TWIN = pytest.param(TWIN_DEVICE, id="cuda", marks=pytest.mark.gpu)
+# The device of a case with a gpu twin; every `kernels.*` call in the test takes the Triton path.
+kernel_device = pytest.fixture(params=[pytest.param("cpu", id="cpu"), _TWIN])(_kernel_device)
+# The gpu twin alone (no CPU case: the default tier's runtime stays as it is).
+gpu_kernel_device = pytest.fixture(params=[_TWIN])(_kernel_device)
+
+
+def forced_splits(monkeypatch, splits: int) -> list[int]:
+    """Reduction forwards cut every row into `splits` chunks (fewer when the row has fewer blocks), blocks of at
+    most 1024 (also in the interpreter, which would otherwise take a whole row per block); returns the list of
+    split counts used, one per reduction launch, to check that the layout was taken."""
+    import triton
+
+    from kernels import _utils
+
+    used: list[int] = []
+    block_size = _utils.block_size
+
+    def small_blocks(n, device):
+        return min(block_size(n, device), 1024)
+
+    def layout(n_rows, n_cols, block, device):
+        n_blocks = triton.cdiv(n_cols, block)
+        chunk = triton.cdiv(n_blocks, min(splits, n_blocks)) * block
+        used.append(triton.cdiv(n_cols, chunk))
+        return used[-1], chunk
+
+    monkeypatch.setattr(_utils, "block_size", small_blocks)
+    monkeypatch.setattr(_utils, "reduction_layout", layout)
+    return used
 
 
 def golden_kl_case(monkeypatch, mode: str):
@@ -103,14 +157,14 @@ def noncontiguous_cases():
     return cases
 
 
-def gradcheck_fp64(fn, n, fast=False):
+def gradcheck_fp64(fn, n, fast=False, device=DEVICE):
     """gradcheck of fn(*n fp64 leaves, eps) (the kernels compute in fp64 for fp64 inputs).
 
     fast (a random-projection check) for the Philox cases: in-kernel randn is slow in the interpreter, and the
     eps-regenerated-in-backward tests already tie their backward to the explicit-eps one."""
     shape = (2, 3) if n == 6 else (3, 2, 2)  # fewer perturbations for the six-input op (~20-70 ms per call)
-    inputs = make(shape, torch.float64, n=n)
-    eps = torch.randn(shape, dtype=torch.float64, device=DEVICE)
+    inputs = make(shape, torch.float64, n=n, device=device)
+    eps = torch.randn(shape, dtype=torch.float64, device=device)
     return torch.autograd.gradcheck(lambda *t: fn(*t, eps), inputs, eps=1e-6, atol=1e-7, fast_mode=fast)
 
 

@@ -35,7 +35,7 @@ def quick_run(tmp_path_factory):
 
 def test_top_level_keys(quick_run):
     result, _, _ = quick_run
-    for key in ("engine_vs_bare", "loader_vs_step", "kernels", "paper_step", "device", "versions", "git_sha"):
+    for key in ("engine_vs_bare", "fastest_vs_bare", "loader_vs_step", "kernels", "paper_step", "device", "versions", "git_sha"):
         assert key in result, key
     assert result["quick"] is True
     assert result["errors"] == []
@@ -52,6 +52,18 @@ def test_engine_vs_bare(quick_run):
         # the ratio is engine speed / bare speed: a loop that is not wildly different from bare
         assert 0.3 < d["ratio"] < 3, (name, d["ratio"])
         assert d["target"] == 0.97 and isinstance(d["meets_target"], bool)
+
+
+def test_fastest_vs_bare(quick_run):
+    result, _, _ = quick_run
+    assert set(result["fastest_vs_bare"]) == set(RECIPES)
+    for name, d in result["fastest_vs_bare"].items():
+        assert "channels_last" in d["variants"] and d["fastest"] in d["variants"]
+        for variant, m in d["variants"].items():
+            for key in ("engine_ms_per_step", "bare_ms_per_step", "ratio", "warmup_s"):
+                assert _positive(m[key]), (name, variant, key, m[key])
+        assert d["ratio"] == max(m["ratio"] for m in d["variants"].values())
+        assert d["meets_target"] == (d["ratio"] >= d["target"] == 1.5)
 
 
 def test_loader_vs_step(quick_run):
@@ -78,7 +90,25 @@ def test_outputs_written(quick_run):
     _, out, _ = quick_run
     assert (out / "plots" / "engine_vs_bare.png").stat().st_size > 1000
     assert (out / "plots" / "loader_vs_step.png").stat().st_size > 1000
+    assert (out / "plots" / "fastest_vs_bare.png").stat().st_size > 1000
     rows = (out / "csv" / "engine_vs_bare.csv").read_text().splitlines()
     assert rows[0].startswith("date,device,") and len(rows) == 1 + len(RECIPES)
     assert "git_sha" in rows[0] and "torch" in rows[0]
     assert len((out / "csv" / "loader_vs_step.csv").read_text().splitlines()) == 1 + len(RECIPES)
+
+
+def test_time_to_accuracy_quick(tmp_path):
+    """Both settings train the debug recipe on self-made data to the first validation (target 0) in one run."""
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--quick",
+                           "--eval-every", "4", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "time_to_accuracy.json").read_text())
+    assert set(result["settings"]) == {"fp32", "fast"}
+    for d in result["settings"].values():
+        assert d["reached"] and d["steps"] == 4 and _positive(d["train_seconds"]) and _positive(d["ms_per_step"])
+        assert [p["step"] for p in d["curve"]] == [4]
+    assert "fast ÷ fp32" in proc.stdout
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000

@@ -130,3 +130,13 @@ def test_version_is_pyprojects(capsys):
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"iiae {want}"
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+def test_yes_no_on_off_stay_strings(tmp_path):
+    """YAML 1.2 booleans (true/false only), in recipe files and overrides: `no` is mixed_precision's value."""
+    text = (ROOT / "recipes/debug.yaml").read_text().replace("train:\n", "train:\n  mixed_precision: no\n", 1)
+    (tmp_path / "r.yaml").write_text(text.replace("name: debug", "name: off"))
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.train.mixed_precision == "no" and recipe.name == "off"
+    recipe = load_recipe(ROOT / "recipes/debug.yaml", ["train.mixed_precision=no", "name=yes", "train.compile=true"])
+    assert recipe.train.mixed_precision == "no" and recipe.name == "yes" and recipe.train.compile is True

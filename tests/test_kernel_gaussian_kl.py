@@ -1,18 +1,25 @@
-"""kernels.gaussian_kl on the Triton path: parity with the reference, edge shapes, gradcheck, golden values, the op."""
+"""kernels.gaussian_kl on the Triton path: parity with the reference, edge shapes, rows split across programs,
+gradcheck, golden values, the op.
+
+Cases taking `kernel_device` run on CPU through the interpreter and have a `gpu`-marked [cuda] twin;
+`gpu_kernel_device` cases are the twin alone (tests/kernel_helpers.py)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
+from kernel_helpers import (  # noqa: F401  (triton_path, kernel_device, gpu_kernel_device are fixtures)
     DEVICE,
     DTYPES,
     SHAPES,
     TRITON_RUNS,
     check_parity,
+    forced_splits,
     golden_kl_case,
+    gpu_kernel_device,
     gradcheck_fp64,
+    kernel_device,
     make,
     noncontiguous_cases,
     triton_path,
@@ -26,8 +33,8 @@ from kernels import reference as ref
 @pytest.mark.parametrize("prior", [True, False], ids=["prior", "pair"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_gaussian_kl_parity(triton_path, shape, dtype, prior):
-    inputs = make(shape, dtype, n=2 if prior else 4)
+def test_gaussian_kl_parity(kernel_device, shape, dtype, prior):
+    inputs = make(shape, dtype, n=2 if prior else 4, device=kernel_device)
     check_parity(kernels.gaussian_kl, ref.gaussian_kl, inputs)
 
 
@@ -42,6 +49,21 @@ def test_gaussian_kl_edge_shapes(triton_path):
         torch.testing.assert_close(kernels.gaussian_kl(*inputs[:4]), ref.gaussian_kl(*inputs[:4]))
 
 
+# ---- rows split across programs: chunk boundaries, a partial last chunk, the fixed-order sum -------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5000), (2, 8, 8, 128)], ids=str)
+def test_gaussian_kl_forced_multi_split(gpu_kernel_device, monkeypatch, shape, dtype):
+    """3 chunks per row (the GPU picks its own count from the SM count; here it is forced): the partial sums add
+    up to the reference, for the prior and for a pair, and a second call gives bitwise the same sums."""
+    used = forced_splits(monkeypatch, 3)
+    for n in (2, 4):
+        inputs = make(shape, dtype, n=n, device=gpu_kernel_device)
+        check_parity(kernels.gaussian_kl, ref.gaussian_kl, inputs)
+        assert used and all(s == 3 for s in used), used
+        first = kernels.gaussian_kl(*inputs)
+        assert torch.equal(first, kernels.gaussian_kl(*inputs))
+
+
 # ---- gradcheck in fp64 (the kernels compute in fp64 for fp64 inputs) -------------------------------------
 GRADCHECK_CASES = {
     "kl_prior": (2, lambda *t_eps: kernels.gaussian_kl(*t_eps[:-1])),
@@ -50,9 +72,9 @@ GRADCHECK_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck_fp64(triton_path, case):
+def test_gradcheck_fp64(kernel_device, case):
     n, fn = GRADCHECK_CASES[case]
-    assert gradcheck_fp64(fn, n)
+    assert gradcheck_fp64(fn, n, device=kernel_device)
 
 
 # ---- golden values (disentanglement_lib), both backends ---------------------------------------------------

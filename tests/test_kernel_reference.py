@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_helpers import DEVICE, TRITON_RUNS, make
+from kernel_helpers import DEVICE, TRITON_RUNS, gpu_kernel_device, make  # noqa: F401  (a fixture)
 
 import kernels
 from kernels import reference as ref
@@ -47,9 +47,19 @@ def test_row_slice_property(monkeypatch, mode, row_shape):
     if mode == "triton" and not TRITON_RUNS:
         pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
     monkeypatch.setenv("IIAE_KERNELS", mode)
+    check_row_slices(mode, row_shape, DEVICE)
+
+
+@pytest.mark.parametrize("row_shape", ROW_SHAPES, ids=str)
+def test_row_slice_property_philox_gpu(gpu_kernel_device, row_shape):
+    """The Philox case above on the twin's device (pytest -m gpu: compiled kernels on CUDA)."""
+    check_row_slices("triton", row_shape, gpu_kernel_device)
+
+
+def check_row_slices(mode, row_shape, device):
     row_size = torch.Size(row_shape).numel()
     for r, n_rows, seed in [(16, 8, 12345), (0, 5, 3), (3, 1, 9), (1, 6, 0)]:
-        full = [t.detach() for t in make((r + n_rows, *row_shape), n=6, seed=seed)]
+        full = [t.detach() for t in make((r + n_rows, *row_shape), n=6, seed=seed, device=device)]
         rows = [t[r:] for t in full]
         z_full = kernels.reparameterize(*full[:2], seed=seed)
         z_rows = kernels.reparameterize(*rows[:2], seed=seed, offset=r * row_size)
@@ -58,7 +68,7 @@ def test_row_slice_property(monkeypatch, mode, row_shape):
         s_rows = kernels.shared_latent_terms(*rows, seed=seed, offset=r * row_size)
         assert torch.equal(s_full[0], z_full) and torch.equal(s_rows[0], z_rows)
         if mode == "triton":  # Philox is a pure function of (seed, offset + i): any longer draw agrees too
-            longer = [torch.cat([t, torch.zeros(3, *row_shape, device=DEVICE)]) for t in full[:2]]
+            longer = [torch.cat([t, torch.zeros(3, *row_shape, device=device)]) for t in full[:2]]
             assert torch.equal(kernels.reparameterize(*longer, seed=seed)[r : r + n_rows], z_rows)
 
 

@@ -1,11 +1,14 @@
-"""kernels.reparameterize on the Triton path: parity with the reference, gradcheck, the Philox stream, the op."""
+"""kernels.reparameterize on the Triton path: parity with the reference, gradcheck, the Philox stream, the op.
+
+Cases taking `kernel_device` run on CPU through the interpreter and have a `gpu`-marked [cuda] twin
+(tests/kernel_helpers.py)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
+from kernel_helpers import (  # noqa: F401  (triton_path, kernel_device are fixtures)
     DEVICE,
     DTYPES,
     SHAPES,
@@ -13,6 +16,7 @@ from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
     check_parity,
     drawn_eps,
     gradcheck_fp64,
+    kernel_device,
     make,
     noncontiguous_cases,
     run,
@@ -26,9 +30,9 @@ from kernels import reference as ref
 # ---- parity: forward + backward, odd shapes, fp32 / fp16 / bf16 -------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_reparameterize_parity(triton_path, shape, dtype):
-    mu, logvar = make(shape, dtype)
-    eps = torch.randn(shape, device=DEVICE)
+def test_reparameterize_parity(kernel_device, shape, dtype):
+    mu, logvar = make(shape, dtype, device=kernel_device)
+    eps = torch.randn(shape, device=kernel_device)
     check_parity(
         lambda m, lv: kernels.reparameterize(m, lv, eps), lambda m, lv: ref.reparameterize(m, lv, eps), [mu, logvar]
     )
@@ -49,14 +53,14 @@ GRADCHECK_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck_fp64(triton_path, case):
+def test_gradcheck_fp64(kernel_device, case):
     n, fn = GRADCHECK_CASES[case]
-    assert gradcheck_fp64(fn, n, fast=case.endswith("philox"))
+    assert gradcheck_fp64(fn, n, fast=case.endswith("philox"), device=kernel_device)
 
 
 # ---- Philox: determinism, stream layout, moments, regeneration in backward -------------------------------
-def test_philox_determinism(triton_path):
-    mu, logvar = make((6, 300))
+def test_philox_determinism(kernel_device):
+    mu, logvar = make((6, 300), device=kernel_device)
     z = kernels.reparameterize(mu, logvar, seed=5, offset=0)
     assert torch.equal(z, kernels.reparameterize(mu, logvar, seed=5, offset=0))
     assert not torch.equal(z, kernels.reparameterize(mu, logvar, seed=6, offset=0))
@@ -69,10 +73,10 @@ def test_philox_determinism(triton_path):
     assert torch.equal(a, kernels.reparameterize(mu, logvar)) and not torch.equal(a, b)
 
 
-def test_philox_offset_shifts_stream(triton_path):
+def test_philox_offset_shifts_stream(kernel_device):
     """eps[i] = Philox(seed, offset + flat index i): offset k continues where index k of offset 0 was."""
     k, n = 77, 1000
-    zeros = torch.zeros(1, n + k, device=DEVICE)
+    zeros = torch.zeros(1, n + k, device=kernel_device)
     eps_long = kernels.reparameterize(zeros, zeros, seed=11, offset=0)
     eps_short = kernels.reparameterize(zeros[:, :n], zeros[:, :n], seed=11, offset=k)
     assert torch.equal(eps_short, eps_long[:, k:])
@@ -80,9 +84,9 @@ def test_philox_offset_shifts_stream(triton_path):
     assert not torch.equal(kernels.reparameterize(zeros, zeros, seed=11, offset=big), eps_long)
 
 
-def test_philox_moments(triton_path):
+def test_philox_moments(kernel_device):
     n = 8192
-    zeros = torch.zeros(4, n // 4, device=DEVICE)
+    zeros = torch.zeros(4, n // 4, device=kernel_device)
     eps = kernels.reparameterize(zeros, zeros, seed=123).double()
     # Standard errors: mean 1/sqrt(n) = 0.011, std ~0.008; bounds at ~4.5 sigma.
     assert abs(eps.mean().item()) < 0.05
@@ -93,9 +97,9 @@ def test_philox_moments(triton_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_eps_regenerated_in_backward(triton_path, dtype):
+def test_eps_regenerated_in_backward(kernel_device, dtype):
     """Backward redraws eps from (seed, offset): its gradients equal those with the eps forward used."""
-    inputs = make((5, 300), dtype, n=2)
+    inputs = make((5, 300), dtype, n=2, device=kernel_device)
     outs, grads, weights = run(lambda m, lv: kernels.reparameterize(m, lv, seed=21, offset=4), inputs)
     eps = drawn_eps(outs[0], *inputs)
     _, ref_grads, _ = run(lambda m, lv: ref.reparameterize(m, lv, eps), inputs, weights)

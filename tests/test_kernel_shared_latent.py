@@ -1,12 +1,15 @@
-"""kernels.shared_latent_terms on the Triton path: parity with the reference, partial use, edge shapes,
-gradcheck, golden values, the shared Philox stream, the op, and (GPU) fused vs eager speed."""
+"""kernels.shared_latent_terms on the Triton path: parity with the reference, partial use, edge shapes, rows split
+across programs, gradcheck, golden values, the shared Philox stream, the op, and (GPU) fused vs eager speed.
+
+Cases taking `kernel_device` run on CPU through the interpreter and have a `gpu`-marked [cuda] twin;
+`gpu_kernel_device` cases are the twin alone (tests/kernel_helpers.py)."""
 from __future__ import annotations
 
 import time
 
 import pytest
 import torch
-from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
+from kernel_helpers import (  # noqa: F401  (triton_path, kernel_device, gpu_kernel_device are fixtures)
     DEVICE,
     DTYPES,
     SHAPES,
@@ -14,8 +17,11 @@ from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
     TRITON_RUNS,
     check_parity,
     drawn_eps,
+    forced_splits,
     golden_kl_case,
+    gpu_kernel_device,
     gradcheck_fp64,
+    kernel_device,
     make,
     needs_cuda,
     noncontiguous_cases,
@@ -30,9 +36,9 @@ from kernels import reference as ref
 # ---- parity: forward + backward, odd shapes, fp32 / fp16 / bf16 -------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_shared_latent_parity(triton_path, shape, dtype):
-    inputs = make(shape, dtype, n=6)
-    eps = torch.randn(shape, device=DEVICE)
+def test_shared_latent_parity(kernel_device, shape, dtype):
+    inputs = make(shape, dtype, n=6, device=kernel_device)
+    eps = torch.randn(shape, device=kernel_device)
     check_parity(
         lambda *t: kernels.shared_latent_terms(*t, eps), lambda *t: ref.shared_latent_terms(*t, eps), inputs
     )
@@ -65,6 +71,23 @@ def test_shared_latent_edge_shapes(triton_path):
         torch.testing.assert_close(kp, ref.gaussian_kl(*inputs[:2]))
 
 
+# ---- rows split across programs: chunk boundaries, a partial last chunk, the fixed-order sum -------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5000), (2, 8, 8, 128)], ids=str)
+def test_shared_latent_forced_multi_split(gpu_kernel_device, monkeypatch, shape, dtype):
+    """3 chunks per row (the GPU picks its own count from the SM count; here it is forced): z and the three KL
+    sums match the reference with an explicit eps; with Philox, z is reparameterize's and a second call is
+    bitwise the same."""
+    used = forced_splits(monkeypatch, 3)
+    inputs = make(shape, dtype, n=6, device=gpu_kernel_device)
+    eps = torch.randn(shape, device=gpu_kernel_device)
+    check_parity(lambda *t: kernels.shared_latent_terms(*t, eps), lambda *t: ref.shared_latent_terms(*t, eps), inputs)
+    assert used and all(s == 3 for s in used), used
+    seeded = kernels.shared_latent_terms(*inputs, seed=8, offset=5)
+    assert all(torch.equal(a, b) for a, b in zip(seeded, kernels.shared_latent_terms(*inputs, seed=8, offset=5)))
+    assert torch.equal(seeded[0], kernels.reparameterize(*inputs[:2], seed=8, offset=5))
+
+
 # ---- gradcheck in fp64 (the kernels compute in fp64 for fp64 inputs) -------------------------------------
 GRADCHECK_CASES = {
     "shared_eps": (6, lambda *t_eps: kernels.shared_latent_terms(*t_eps)),
@@ -73,9 +96,9 @@ GRADCHECK_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck_fp64(triton_path, case):
+def test_gradcheck_fp64(kernel_device, case):
     n, fn = GRADCHECK_CASES[case]
-    assert gradcheck_fp64(fn, n, fast=case.endswith("philox"))
+    assert gradcheck_fp64(fn, n, fast=case.endswith("philox"), device=kernel_device)
 
 
 # ---- golden values (disentanglement_lib), both backends ---------------------------------------------------
@@ -88,18 +111,19 @@ def test_golden_kl(monkeypatch, mode):
 
 
 # ---- Philox: the stream of reparameterize, regeneration in backward ------------------------------------------
-def test_philox_same_stream_as_reparameterize(triton_path):
+def test_philox_same_stream_as_reparameterize(kernel_device):
     """The same stream feeds the fused op: z_s equals reparameterize for the same (seed, offset)."""
-    mu, logvar = make((6, 300))
+    mu, logvar = make((6, 300), device=kernel_device)
     z = kernels.reparameterize(mu, logvar, seed=5, offset=0)
-    z_s = kernels.shared_latent_terms(mu, logvar, *make((6, 300), n=4, seed=1), seed=5, offset=0)[0]
+    others = make((6, 300), n=4, seed=1, device=kernel_device)
+    z_s = kernels.shared_latent_terms(mu, logvar, *others, seed=5, offset=0)[0]
     assert torch.equal(z_s, z)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_eps_regenerated_in_backward(triton_path, dtype):
+def test_eps_regenerated_in_backward(kernel_device, dtype):
     """Backward redraws eps from (seed, offset): its gradients equal those with the eps forward used."""
-    inputs = make((5, 300), dtype, n=6)
+    inputs = make((5, 300), dtype, n=6, device=kernel_device)
     outs, grads, weights = run(lambda *t: kernels.shared_latent_terms(*t, seed=21, offset=4), inputs)
     eps = drawn_eps(outs[0], *inputs[:2])
     _, ref_grads, _ = run(lambda *t: ref.shared_latent_terms(*t, eps), inputs, weights)
