@@ -112,6 +112,9 @@ class Report:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stdout = sys.stdout
+    if args.json:  # stdout holds the JSON line only: whatever a library prints on stdout goes to stderr
+        sys.stdout = sys.stderr
     rep = Report(args)
     started = time.perf_counter()
     monitor = bu.CpuMonitor()
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
             rep.log(f"plot: {path}")
     checkpoint()
     if args.json:
-        print(json.dumps(_jsonable(result)), flush=True)
+        print(json.dumps(_jsonable(result)), file=stdout, flush=True)
+    sys.stdout = stdout
     if rep.errors:
         rep.log(f"{len(rep.errors)} section(s) failed: " + "; ".join(e[:160] for e in rep.errors))
         return 1

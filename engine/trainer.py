@@ -78,11 +78,13 @@ def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, accelerator: Accelerator, model: torch.nn.Module, optimizer, scheduler,
-                 state: TrainState, *, run: Optional[RunDir] = None, info=None):
+    def __init__(self, recipe: Recipe, accelerator: Accelerator, model: torch.nn.Module, raw_model: IIAE, optimizer,
+                 scheduler, state: TrainState, *, run: Optional[RunDir] = None, info=None):
         self.recipe, self.accelerator, self.model = recipe, accelerator, model
         self.optimizer, self.scheduler, self.state = optimizer, scheduler, state
-        self.raw_model: IIAE = accelerator.unwrap_model(model)
+        # the module that DDP / DeepSpeed / torch.compile wrap, kept from before prepare(): accelerate's
+        # unwrap_model imports DeepSpeed whenever it is installed (~3 s per process)
+        self.raw_model = raw_model
         self.run, self.info = run, info
         self.lock = run.lock if run is not None else None
         self.components: list = []
@@ -128,9 +130,10 @@ class Trainer:
             ds.deepspeed_config["train_micro_batch_size_per_gpu"] = recipe.data.batch_size
             if ds.deepspeed_config.get("gradient_clipping") == "auto":  # accelerate would fill in 1.0
                 ds.deepspeed_config["gradient_clipping"] = recipe.train.max_grad_norm or 0.0  # 0: off, as in DDP
+        raw_model = model
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, lr_schedule(optimizer, recipe))
         if ds is not None:  # DeepSpeed bf16/fp16 casts the parameters only; BatchNorm needs its statistics alike
-            _cast_buffers_like_parameters(accelerator.unwrap_model(model))
+            _cast_buffers_like_parameters(raw_model)
         launcher_compiles = accelerator.state.dynamo_plugin.backend.value.lower() != "no"
         if recipe.train.compile and launcher_compiles:
             accelerator.print("notice: the launcher's dynamo_backend already compiles the model; train.compile is "
@@ -142,7 +145,7 @@ class Trainer:
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state)
             accelerator.print(f"resumed from {checkpoint} at step {state.step}")
-        trainer = cls(recipe, accelerator, model, optimizer, scheduler, state, run=run, info=info)
+        trainer = cls(recipe, accelerator, model, raw_model, optimizer, scheduler, state, run=run, info=info)
         if run is not None:
             trainer._attach_components(checkpoint)
         return trainer

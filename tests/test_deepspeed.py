@@ -8,6 +8,8 @@ import pickle
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 if os.environ.get("CI"):  # CI installs the extra (make test): a missing DeepSpeed must fail there, not skip
     import deepspeed  # noqa: F401
@@ -66,6 +68,10 @@ def test_zero_1_matches_the_plain_run_and_clips_nothing_unasked(debug_data, plai
     ds_train(debug_data, run, stage=1)
     assert run_info(run)["distributed_type"] == "DistributedType.DEEPSPEED"  # not a silent plain CPU run
     assert losses(run) == pytest.approx(losses(plain / "unclipped"), rel=1e-5)
+    # the selected model is the trained one (the module DeepSpeed wraps), equal to the plain run's
+    ours, theirs = (load_file(r / "best" / "model.safetensors") for r in (run, plain / "unclipped"))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.allclose(ours[k], theirs[k], rtol=1e-4, atol=1e-6) for k in ours)
     # had DeepSpeed filled "gradient_clipping": "auto" with its 1.0, the trajectory would have left the plain one
     # (under Adam clipping moves the loss little, but 10x more than the tolerance above)
     assert max_relative_gap(losses(plain / "clipped"), losses(plain / "unclipped")) > 1e-4
@@ -83,8 +89,6 @@ def test_zero_2_clips_from_the_recipe_and_resumes_exactly(debug_data, plain, sto
 def test_bf16_under_deepspeed_casts_inputs_and_trains(debug_data, plain, tmp_path):
     """DeepSpeed casts the weights to bf16 and turns accelerate's autocast off: the inputs (and BatchNorm's
     statistics) follow the weights; the trajectory stays within bf16 rounding of fp32; best/ loads and embeds."""
-    import torch
-
     from engine.models import IIAE
 
     run = tmp_path / "run"
