@@ -97,6 +97,7 @@ def test_outputs_written(quick_run):
     assert len((out / "csv" / "loader_vs_step.csv").read_text().splitlines()) == 1 + len(RECIPES)
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_quick(tmp_path):
     """Both settings train the debug recipe on self-made data to the first validation (target 0) in one run."""
     env = dict(os.environ)

@@ -86,6 +86,7 @@ def test_zero_2_clips_from_the_recipe_and_resumes_exactly(debug_data, plain, sto
     assert losses(run) == pytest.approx(losses(plain / "clipped"), rel=1e-5)
 
 
+@pytest.mark.slow  # the default tier keeps the stage/clipping/resume cases (10-minute budget)
 def test_bf16_under_deepspeed_casts_inputs_and_trains(debug_data, plain, tmp_path):
     """DeepSpeed casts the weights to bf16 and turns accelerate's autocast off: the inputs (and BatchNorm's
     statistics) follow the weights; the trajectory stays within bf16 rounding of fp32; best/ loads and embeds."""
@@ -99,6 +100,7 @@ def test_bf16_under_deepspeed_casts_inputs_and_trains(debug_data, plain, tmp_pat
     assert torch.isfinite(model.encode_shared(torch.rand(2, 3, 32, 32) * 2 - 1, "x")).all()
 
 
+@pytest.mark.slow
 def test_foreign_code_in_a_deepspeed_checkpoint_never_runs(debug_data, stopped_at_6, tmp_path):
     """DeepSpeed loads its files with weights_only=False; the engine checks them with the weights-only loader
     first (allowing only DeepSpeed's three plain record classes)."""
