@@ -116,6 +116,16 @@ def memory_batch(recipe, device: str, seed: int = 0) -> dict:
     return {"x": x.to(device), "y": y.to(device), "cls": torch.zeros(b, dtype=torch.long)}
 
 
+def _interleaved(engine, bare, batch: dict, sync, quick: bool, block_s: float, rounds: int):
+    """Per-block seconds of the (warmed-up) engine and bare loops in alternating blocks of ≈ block_s (quick: 3
+    rounds of tiny blocks); returns the times, iterations per block and rounds."""
+    probe = min(bu.timed(lambda n: engine.run(batch, n), 2, sync), bu.timed(lambda n: bare.run(batch, n), 2, sync))
+    iters, rounds = (bu.iters_for(probe, 0.15, hi=4), 3) if quick else (bu.iters_for(probe, block_s), rounds)
+    times = bu.interleaved({"engine": lambda n: engine.run(batch, n), "bare": lambda n: bare.run(batch, n)},
+                           iters, rounds, sync)
+    return times, iters, rounds
+
+
 def engine_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: float = 1.0, rounds: int = 12
                    ) -> tuple[dict, EngineLoop]:
     """samples/s of the engine step and of the bare loop (medians of interleaved blocks) and their ratio.
@@ -130,13 +140,7 @@ def engine_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: float
     warmup = 1 if quick else 3
     engine.run(batch, warmup)  # first steps: allocator, Adam state, (compile)
     bare.run(batch, warmup)
-    probe = min(bu.timed(lambda n: engine.run(batch, n), 2, sync), bu.timed(lambda n: bare.run(batch, n), 2, sync))
-    if quick:
-        iters, rounds = bu.iters_for(probe, 0.15, hi=4), 3
-    else:
-        iters = bu.iters_for(probe, block_s)
-    times = bu.interleaved({"engine": lambda n: engine.run(batch, n), "bare": lambda n: bare.run(batch, n)},
-                           iters, rounds, sync)
+    times, iters, rounds = _interleaved(engine, bare, batch, sync, quick, block_s, rounds)
     e, b = statistics.median(times["engine"]), statistics.median(times["bare"])
     ratio = bu.paired_ratio(times["bare"], times["engine"])  # engine speed / bare speed
     result = {
@@ -223,10 +227,7 @@ def fastest_vs_bare(recipe_path: str, device: str, *, quick: bool, block_s: floa
         tick = time.perf_counter()
         engine.run(batch, 1 if quick else 3)  # compilation, if any, happens here
         warmup = time.perf_counter() - tick
-        probe = min(bu.timed(lambda n: engine.run(batch, n), 2, sync), bu.timed(lambda n: bare.run(batch, n), 2, sync))
-        iters, n_rounds = (bu.iters_for(probe, 0.15, hi=4), 3) if quick else (bu.iters_for(probe, block_s), rounds)
-        times = bu.interleaved({"engine": lambda n: engine.run(batch, n), "bare": lambda n: bare.run(batch, n)},
-                               iters, n_rounds, sync)
+        times, _, _ = _interleaved(engine, bare, batch, sync, quick, block_s, rounds)
         e, b = statistics.median(times["engine"]), statistics.median(times["bare"])
         out["variants"][name] = {"overrides": overrides, "engine_ms_per_step": 1e3 * e, "bare_ms_per_step": 1e3 * b,
                                  "engine_samples_per_s": samples_per_step / e,

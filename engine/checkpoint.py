@@ -87,9 +87,11 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
                 load(pickled)
             except Exception as err:
                 raise UserError(f"{pickled}: refused: {_load_failure(err)}") from None
-        for pickled in sorted(checkpoint.glob("*/*.pt")):  # DeepSpeed's files, which it loads weights_only=False
+        deepspeed_files = sorted(checkpoint.glob("*/*.pt"))  # DeepSpeed loads them with weights_only=False
+        plain_types = _deepspeed_plain_types() if deepspeed_files else []
+        for pickled in deepspeed_files:
             try:
-                with torch.serialization.safe_globals(_deepspeed_plain_types()):
+                with torch.serialization.safe_globals(plain_types):
                     torch.load(pickled, map_location="cpu", weights_only=True)
             except Exception as err:
                 raise UserError(f"{pickled}: refused: {_load_failure(err)}") from None
