@@ -78,6 +78,9 @@ class DataConfig(_Strict):
     batch_size: PositiveInt = 8
     num_workers: NonNegativeInt = 2
     shuffle_buffer: NonNegativeInt = 1000
+    # training pairs of images: none, flip (left-right mirror) or dihedral (the 8 rotations and mirrors of the
+    # square), the same one to both images of a pair; evaluation never augments
+    augment: Literal["none", "flip", "dihedral"] = "none"
     # keep decoded training samples in memory after their first read (small datasets; needs num_workers: 0,
     # since worker processes are re-created every data epoch). About count x 2 x 3 x size^2 bytes.
     cache: bool = False
@@ -85,6 +88,9 @@ class DataConfig(_Strict):
     batches_per_epoch: Optional[PositiveInt] = None
     valid_split: str = "valid"
     eval_split: str = "test"
+    # a split also evaluated at every validation point and logged (kind "monitor"), never used for selection:
+    # e.g. test, to draw its Recall@1 against training time where the valid split overlaps training (Maps)
+    monitor_split: Optional[str] = None
     # cap on validation pairs used for in-training model selection (None: all)
     valid_limit: Optional[PositiveInt] = None
     # Sketchy: one sketch and one photo of each training class per step
@@ -117,11 +123,14 @@ class TrainConfig(_Strict):
     log_every: PositiveInt = 10
     keep_checkpoints: PositiveInt = 3
     resume: Literal["never", "auto"] = "never"
-    # model selection: "best" = best validation shared Recall@1 (x2y + y2x) with exclusive Recall@1 at
-    # most exclusive_limit in both directions, considered from step select_after on; "last" = final weights
+    # model selection: "best" = best validation shared Recall@1 (x2y + y2x) among the validation points from
+    # step select_after on whose exclusive codes retrieve at most exclusive_max_hits pairs (the official rule:
+    # <= 1) and at most the fraction exclusive_limit of them, in both directions (null: that bound is off);
+    # "last" = final weights
     selection: Literal["best", "last"] = "best"
     select_after: NonNegativeInt = 0
-    exclusive_limit: float = Field(0.01, ge=0.0, le=1.0)
+    exclusive_max_hits: Optional[NonNegativeInt] = 1
+    exclusive_limit: Optional[float] = Field(None, ge=0.0, le=1.0)
     # None: what `accelerate config` / `accelerate launch --mixed_precision` says (fp32 without a launcher);
     # set: the recipe wins, with a notice when the launcher says otherwise
     mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = None

@@ -1,6 +1,6 @@
 """Validation and model selection as in the paper: keep the weights with the best validation shared Recall@1
-(X→Y + Y→X) among those whose exclusive codes retrieve no better than `exclusive_limit`, from
-step `select_after` on."""
+(X→Y + Y→X) among those whose exclusive codes retrieve at most `exclusive_max_hits` pairs (the official code:
+at most 1 per direction) and at most the fraction `exclusive_limit`, from step `select_after` on."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
 @dataclass
 class Selector:
     select_after: int
-    exclusive_limit: float
+    exclusive_limit: Optional[float] = None
+    exclusive_max_hits: Optional[int] = 1
     best_step: Optional[int] = None
     best_score: float = float("-inf")
     best_metrics: dict = field(default_factory=dict)
@@ -27,7 +28,10 @@ class Selector:
 
     def eligible(self, step: int, metrics: dict) -> bool:
         exclusive = max(metrics[key] for key in EXCLUSIVE_RECALL)
-        return step >= self.select_after and exclusive <= self.exclusive_limit
+        hits = round(exclusive * metrics["n"])  # the recall is hits / n exactly
+        return (step >= self.select_after
+                and (self.exclusive_max_hits is None or hits <= self.exclusive_max_hits)
+                and (self.exclusive_limit is None or exclusive <= self.exclusive_limit))
 
     def update(self, step: int, metrics: dict) -> bool:
         """True when `metrics` at `step` is the new best (ties keep the earlier step)."""
@@ -52,11 +56,11 @@ class Validation:
         self.recipe, self.info, self.best = recipe, info, Path(best)
         self.last: Optional[tuple[int, dict]] = None  # (step, metrics) of the newest validation
 
-    def metrics(self, model, device) -> dict:
+    def metrics(self, model, device, split: Optional[str] = None) -> dict:
         from .evaluate import evaluate
 
         limit = self.recipe.data.valid_limit if self.info.layout == "paired" else None
-        return evaluate(model, self.info, self.recipe.data.valid_split, limit=limit, device=device)
+        return evaluate(model, self.info, split or self.recipe.data.valid_split, limit=limit, device=device)
 
     def due(self, step: int) -> bool:
         cfg = self.recipe.train
@@ -75,6 +79,13 @@ class Validation:
                 save_best(trainer.raw_model, self.best, step, metrics, self.recipe)
             trainer.bar.write(f"step {step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                           if isinstance(v, float)))
+            monitor = self.recipe.data.monitor_split
+            if monitor is not None:
+                seen = self.metrics(trainer.raw_model, trainer.accelerator.device, monitor)
+                trainer.logger.log(step, "monitor", {**seen, "split": monitor,
+                                                     "train_seconds": trainer.state.train_seconds})
+                trainer.bar.write(f"step {step} ({monitor}, not used for selection): " + "  ".join(
+                    f"{k}={seen[k]:.4f}" for k in SHARED_RECALL if k in seen))
             trainer.logger.plot()
         trainer.accelerator.wait_for_everyone()
 

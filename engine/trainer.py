@@ -22,6 +22,7 @@ from .checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
 from .config import Recipe, save_recipe
 from .device import resolve_device
 from .divergence import FiniteWatch
+from .errors import DataError
 from .metric_logger import MetricLogger
 from .models import IIAE, check_fits, input_kind
 from .objective import annealing, iiae_loss
@@ -77,6 +78,19 @@ def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def _check_eval_splits(recipe: Recipe, info) -> None:
+    """The splits validation reads exist: a missing one fails now, not at the first validation point."""
+    for key in ("valid_split", "monitor_split"):
+        split = getattr(recipe.data, key)
+        if split is None:
+            continue
+        for domain in (None,) if info.layout == "paired" else ("x", "y"):
+            try:
+                info.split(split, domain)
+            except DataError as err:
+                raise DataError(f"data.{key}: {err}") from None
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, accelerator: Accelerator, model: torch.nn.Module, raw_model: IIAE, optimizer,
                  scheduler, state: TrainState, *, run: Optional[RunDir] = None, info=None):
@@ -111,6 +125,7 @@ class Trainer:
             info = load_dataset_info(recipe.data.root, verify=main)
             check_fits(recipe.model, info, notice=main)
             train_batches_per_epoch(recipe, info, accelerator.num_processes)  # refuses a batch that cannot fit
+            _check_eval_splits(recipe, info)
             if main:
                 claim_output_dir(run.root, resume=resume, explicit_resume=explicit_resume, overwrite=overwrite,
                                  lock=run.lock)
@@ -141,7 +156,7 @@ class Trainer:
         elif recipe.train.compile:  # the model only: the loss and c_t stay outside, so steps never recompile it
             model = torch.compile(model, backend=recipe.train.compile_backend)
         cfg = recipe.train
-        state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit))
+        state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit, cfg.exclusive_max_hits))
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state)
             accelerator.print(f"resumed from {checkpoint} at step {state.step}")

@@ -51,14 +51,15 @@ def write_cars(folder: Path, ids: Iterable[int]) -> None:
 
 
 def write_sketchy(folder: Path, train_classes: dict[str, tuple[int, int]], test_classes: dict[str, tuple[int, int]],
-                  dim: int = 512, seed: int = 0) -> dict[tuple[str, str], tuple[np.ndarray, list[str]]]:
-    """classes: name → (sketches, photos). Returns {(split, "sketch"|"image"): (features, paths)}."""
+                  dim: int = 512, seed: int = 0, prefix: str = "") -> dict[tuple[str, str], tuple[np.ndarray, list[str]]]:
+    """classes: name → (sketches, photos); paths `{prefix}<class>/<file>`. Returns {(split, "sketch"|"image"):
+    (features, paths)}."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     written = {}
     for split, classes in (("train", train_classes), ("test", test_classes)):
         for kind, which in (("sketch", 0), ("image", 1)):
-            paths = [f"{name}/{kind}_{i}.png" for name, counts in classes.items() for i in range(counts[which])]
+            paths = [f"{prefix}{name}/{kind}_{i}.png" for name, counts in classes.items() for i in range(counts[which])]
             feats = rng.standard_normal((len(paths), dim)).astype(np.float32)
             np.save(folder / f"{split}_{kind}_features.npy", feats)
             np.save(folder / f"{split}_{kind}_paths.npy", np.asarray(paths))
@@ -98,4 +99,21 @@ def prepare_debug_data(out: Path, mnist_dir: Path, *, pairs: int = 64, size: int
     extra = ["--shard-size", str(shard_size)] if shard_size else []
     code = prepare("mnist-cdcb", "--mnist", mnist_dir, "--size", size, "--limit", pairs, "--out", out, *extra)
     assert code == 0, f"prepare mnist-cdcb failed with exit code {code}"
+    return out
+
+
+def samples(info, split):
+    """Every stored sample of a stored split, decoded: [(key, {"x"/"y": ..., "cls": int, "json": dict})]."""
+    import json
+
+    from engine.data import read_shard
+    from engine.data.samples import decode_cls, decode_field
+
+    out = []
+    for shard in info.splits[split].shards:
+        for s in read_shard(info.path(shard)):
+            row = {f: decode_field(s, f) for f in ("x", "y") if f"{f}.png" in s or f"{f}.npy" in s}
+            row["cls"] = decode_cls(s)
+            row["json"] = json.loads(s["json"])
+            out.append((s["__key__"], row))
     return out

@@ -1,4 +1,5 @@
 """`iiae prepare`: every converter on raw files in the real formats, written here; determinism; CLI errors."""
+import hashlib
 import json
 import os
 import socket
@@ -10,24 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datagen import car_plane, prepare, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
+from datagen import car_plane, prepare, samples, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
 from engine.data import load_dataset_info, read_shard, sha256_file
 from engine.data.prepare import mnist_cdcb
 from engine.data.samples import decode_cls, decode_field
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def samples(info, split):
-    """Every stored sample of a stored split, decoded: [(key, {"x"/"y": ..., "cls": int, "json": dict})]."""
-    out = []
-    for shard in info.splits[split].shards:
-        for s in read_shard(info.path(shard)):
-            row = {f: decode_field(s, f) for f in ("x", "y") if f"{f}.png" in s or f"{f}.npy" in s}
-            row["cls"] = decode_cls(s)
-            row["json"] = json.loads(s["json"])
-            out.append((s["__key__"], row))
-    return out
 
 
 def cli(*argv, env=None):
@@ -217,6 +206,7 @@ def test_pix2pix_maps_splits(tmp_path):
     assert [r["json"]["file"] for _, r in samples(info, "valid")] == ["train/1.jpg", "train/2.jpg", "train/800.jpg"]
     assert [r["json"]["file"] for _, r in samples(info, "test")] == ["val/1.jpg", "val/2.jpg", "val/3.jpg"]
     assert samples(info, "train")[0][1]["x"].shape == (32, 32, 3)  # 40 px halves enlarged
+    assert info.provenance["sources"]["files"] == 8  # train 1-800 read once (train and valid)
 
 
 def test_cars(tmp_path):
@@ -236,6 +226,17 @@ def test_cars(tmp_path):
         assert tuple(row["x"][5, 7]) == car_plane(meta["car"], 0, meta["elevation"])
         assert tuple(row["y"][100, 3]) == car_plane(meta["car"], meta["azimuth"], meta["elevation"])
     assert [r["json"]["azimuth"] for _, r in rows[:24]] == list(range(1, 24)) + [1]
+    # the sources, as a `sha256sum` manifest of the three files would hash them
+    manifest = "".join(sorted(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in src.iterdir()))
+    assert info.provenance["sources"] == {"files": 3, "manifest_sha256": hashlib.sha256(manifest.encode()).hexdigest()}
+
+    small = tmp_path / "small"
+    assert prepare("cars", "--src", src, "--size", 32, "--out", small) == 0
+    info = load_dataset_info(small)
+    assert info.image_size == 32 and "--size 32" in info.command
+    _, row = samples(info, "test")[5]
+    assert row["y"].shape == (32, 32, 3)
+    assert tuple(row["y"][20, 1]) == car_plane(192, row["json"]["azimuth"], row["json"]["elevation"])
 
 
 def test_cars_rejects_a_wrong_shape(tmp_path):
@@ -266,6 +267,24 @@ def test_sketchy(tmp_path):
         assert row["json"]["path"] == paths[i] and info.classes[row["cls"]] == paths[i].split("/")[0]
         assert "y" not in row
     assert "y" in samples(info, "test-photo")[0][1]
+
+
+def test_sketchy_class_is_the_parent_folder_of_any_path(tmp_path):
+    """Absolute, deeper paths (as feature extractors often store them) name the same classes as '<class>/<file>'."""
+    src = tmp_path / "sketchy"
+    write_sketchy(src, {"zebra": (2, 1), "ant": (1, 1)}, {"bee": (1, 1)}, prefix="/data/sketchy/sketch/tx_0/")
+    out = tmp_path / "out"
+    assert prepare("sketchy", "--src", src, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert info.classes == ["ant", "bee", "zebra"]
+    assert [info.classes[row["cls"]] for _, row in samples(info, "train-sketch")] == ["zebra", "zebra", "ant"]
+
+    flat = tmp_path / "flat"
+    write_sketchy(flat, {"zebra": (1, 1)}, {"bee": (1, 1)})
+    np.save(flat / "test_image_paths.npy", np.asarray(["bee.png"]))
+    code, _, err = cli("prepare", "sketchy", "--src", flat, "--out", tmp_path / "out2")
+    assert code == 2 and "test_image_paths.npy" in err and "'bee.png' has no class folder" in err
+    assert not (tmp_path / "out2" / "dataset.json").exists()
 
 
 def test_hf_dataset_and_dataset_dict(tmp_path):

@@ -32,8 +32,8 @@ class FlatDecoder(nn.Module):
         proj = [nn.Linear(cfg.z_shared + cfg.z_exclusive, n), bn1d(n)]
         proj += [nn.Dropout(cfg.dropout)] if cfg.dropout > 0 else []
         self.project = nn.Sequential(*proj, nn.ReLU())
-        # the projection is the first dropout block, the first transposed conv the second
-        self.deconvs = deconv_stack(self.ch, cfg.decoder_channels, cfg.channels, cfg.dropout, 1)
+        # as the official code: dropout after the projection and after the first two transposed convs (512, 256)
+        self.deconvs = deconv_stack(self.ch, cfg.decoder_channels, cfg.channels, cfg.dropout, 2)
 
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
         h = self.project(torch.cat([z_s, z_d], dim=1))

@@ -1,5 +1,5 @@
 """Sketchy (zero-shot SBIR) from SketchyVGG features: `{train,test}_{sketch,image}_features.npy` ([N, 512])
-with `{train,test}_{sketch,image}_paths.npy` ("<class>/<file>").
+with `{train,test}_{sketch,image}_paths.npy` (".../<class>/<file>": the class is the parent folder).
 
 Per-domain shards (`train-sketch-*`, `train-photo-*`, `test-sketch-*`, `test-photo-*`): x = sketch, y = photo;
 `cls` indexes the sorted class names of all four files; `json` keeps the path.
@@ -39,6 +39,12 @@ def _load_array(src: Path, path: Path, expected: str, cast: str) -> np.ndarray:
         raise DataError(f"--src {src}: unreadable {path.name} ({err})") from None
 
 
+def class_of(path: str) -> str:
+    """The class of a sample: the folder its file is in (as the official code, `split('/')[-2]`), so absolute or
+    deeper paths name the same class as `<class>/<file>`."""
+    return path.replace("\\", "/").split("/")[-2]
+
+
 def _load(src: Path, split: str, domain: str) -> tuple[np.ndarray, list[str]]:
     stem = f"{split}_{FILE_STEM[domain]}"
     feats, paths = src / f"{stem}_features.npy", src / f"{stem}_paths.npy"
@@ -51,6 +57,9 @@ def _load(src: Path, split: str, domain: str) -> tuple[np.ndarray, list[str]]:
     if names_arr.dtype.kind not in "US":
         raise DataError(f"{paths}: expected an array of '<class>/<file>' strings, got dtype {names_arr.dtype}")
     names = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in names_arr.reshape(-1).tolist()]
+    flat = next((n for n in names if "/" not in n.replace("\\", "/")), None)
+    if flat is not None:
+        raise DataError(f"{paths}: path {flat!r} has no class folder; expected '<class>/<file>' strings")
     if values.ndim != 2 or len(values) != len(names):
         raise DataError(f"{feats}: expected [N, D] features for the {len(names)} paths of {paths.name}, "
                         f"got shape {values.shape}")
@@ -59,7 +68,7 @@ def _load(src: Path, split: str, domain: str) -> tuple[np.ndarray, list[str]]:
 
 def _samples(values: np.ndarray, names: list[str], field: str, classes: dict[str, int]) -> Iterator[dict]:
     for i, (value, name) in enumerate(zip(values, names)):
-        yield encode_sample(f"{i:06d}", **{field: value.astype(np.float32)}, cls=classes[name.split("/")[0]],
+        yield encode_sample(f"{i:06d}", **{field: value.astype(np.float32)}, cls=classes[class_of(name)],
                             meta={"path": name})
 
 
@@ -69,7 +78,7 @@ def convert(args: argparse.Namespace) -> DatasetInfo:
     dims = {values.shape[1] for values, _ in raw.values()}
     if len(dims) != 1:
         raise DataError(f"--src {args.src}: feature sizes differ between files ({sorted(dims)})")
-    names = sorted({n.split("/")[0] for _, paths in raw.values() for n in paths})
+    names = sorted({class_of(n) for _, paths in raw.values() for n in paths})
     index = {name: i for i, name in enumerate(names)}
     splits = {f"{split}-{DOMAINS[domain]}": (_samples(values, paths, domain, index), len(paths))
               for (split, domain), (values, paths) in raw.items()}
