@@ -145,6 +145,8 @@ def print_table(record: dict) -> None:
     for key, value in record.items():
         if isinstance(value, float):
             print(f"  {key:<34} {value:8.4f}")
+        elif isinstance(value, list):
+            print(f"  {key:<34} " + " ".join(f"{v:.2f}" for v in value))
         elif isinstance(value, int):
             print(f"  {key:<34} {value:8d}")
 
@@ -154,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from .device import resolve_device
     from .models import check_fits
     from .run_dir import data_root, load_model, resolve_run
+    from .view_metrics import is_views_dataset
 
     device = resolve_device(args.device)
     _, run_dir = resolve_run(args.run)
@@ -170,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
         metrics.update(fidelity_metrics(model, info, args.split, cache_dir=cache, steps=args.fidelity_steps,
                                         batch_size=args.batch_size, limit=args.limit, device=device,
                                         progress=not args.json))
+    if is_views_dataset(info):  # Cars3D: identity across views, guided translation, factor probes
+        from .view_metrics import view_metrics, views_grid
+
+        metrics.update(view_metrics(model, info, args.split, batch_size=args.batch_size, device=device,
+                                    progress=not args.json))
+        if run_dir is not None:
+            views_grid(model, info, args.split, device=device).save(run_dir.views_grid)
     record = {"model": str(args.run), "dataset": info.name, "split": args.split, **metrics}
     if run_dir is not None:
         run_dir.eval_results.write_text(json.dumps(record, indent=2) + "\n")

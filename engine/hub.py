@@ -114,7 +114,7 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
         f"- X: {x_name}", f"- Y: {y_name}", "",
         "## Metrics", "",
     ]
-    values = {k: v for k, v in metrics.items() if k not in _RUN_INFO}
+    values = {k: v for k, v in metrics.items() if k not in _RUN_INFO and not isinstance(v, list)}
     if values:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in values.items()]
     else:

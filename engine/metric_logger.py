@@ -108,11 +108,16 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
         steps, vals = _series(events, "valid", key)
         if steps:
             ax.plot(steps, [100 * v for v in vals], style, label=key, ms=3, color=None if ax is ax_rec else "grey")
+    monitored = next((e["split"] for e in events if e.get("kind") == "monitor"), None)
+    for key, style in zip(SHARED_RECALL, (":o", ":s")):  # data.monitor_split: seen, never selected on
+        steps, vals = _series(events, "monitor", key)
+        if steps:
+            ax_rec.plot(steps, [100 * v for v in vals], style, label=f"{key} ({monitored})", ms=3, mfc="none")
     ax_rec.set_xlabel("step")
     ax_rec.set_ylabel("shared Recall@1 (%)")
     ax_excl.set_ylabel("exclusive Recall@1 (%, grey)")
     ax_excl.set_ylim(bottom=0)
-    ax_rec.set_title("validation Recall@1")
+    ax_rec.set_title("validation Recall@1" + (f" (dotted: {monitored}, not selected on)" if monitored else ""))
     handles = [h for ax in (ax_rec, ax_excl) for h in ax.get_legend_handles_labels()[0]]
     if handles:
         ax_rec.legend(handles=handles, fontsize=7, loc="center right")

@@ -42,6 +42,7 @@ class RunDir:
         self.samples = self.root / "samples"
         self.tensorboard = self.root / "tensorboard"
         self.fidelity = self.root / "fidelity"  # cached fidelity classifiers
+        self.views_grid = self.root / "views_grid.png"  # Cars3D: true renders over guided translations (`iiae eval`)
         self.lock = RunLock(self.root)  # taken by the main process of a training run when it claims the folder
 
     def sample_grid(self, step: int) -> Path:

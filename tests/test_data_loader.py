@@ -15,6 +15,7 @@ from datagen import prepare, write_sketchy
 from engine.config import load_recipe
 from engine.data import (CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader,
                          train_batches_per_epoch)
+from engine.data.transforms import symmetry
 from engine.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,31 @@ def test_train_batches_are_real_pairs_in_minus_one_one(debug_data):
     assert torch.equal(train(r, info)[3]["x"], batches[3]["x"])  # a pure function of its arguments
     assert not torch.equal(train(r, info, epoch=1)[0]["x"], batches[0]["x"])
     assert not torch.equal(train(r, info, rank=1, world_size=2)[0]["x"], batches[0]["x"])
+
+
+@pytest.mark.parametrize("augment, symmetries", [("flip", 2), ("dihedral", 8)])
+def test_augment_gives_both_images_of_a_pair_the_same_symmetry(debug_data, augment, symmetries):
+    r, info = recipe(debug_data, f"data.augment={augment}", "data.batches_per_epoch=6"), load_dataset_info(debug_data)
+    stored = [(x, y) for b in iter_eval_batches(info, "train", 64) for x, y in zip(b["x"], b["y"])]
+    turned = lambda image, k: torch.from_numpy(symmetry(image.permute(1, 2, 0).numpy(), k).copy()).permute(2, 0, 1)
+    used = set()
+    for b in train(r, info):
+        for x, y in zip(b["x"], b["y"]):
+            # which stored pair and which symmetry: x alone decides; y must then be the same symmetry of its y
+            k, sy = next((k, sy) for sx, sy in stored for k in range(symmetries) if torch.equal(turned(sx, k), x))
+            assert torch.equal(turned(sy, k), y)
+            used.add(k)
+    assert used == set(range(symmetries))  # 48 pairs draw every symmetry
+    resumed = train(r, info, skip_batches=4)  # the same symmetries after a resume
+    assert all(torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"]) for a, b in zip(train(r, info)[4:], resumed))
+
+
+def test_symmetry_is_the_dihedral_group():
+    image = np.arange(2 * 3 * 1).reshape(2, 3, 1)
+    shapes = [symmetry(image, k).shape for k in range(8)]
+    assert shapes == [(2, 3, 1), (2, 3, 1), (3, 2, 1), (3, 2, 1)] * 2
+    assert len({symmetry(image, k).tobytes() + bytes(symmetry(image, k).shape) for k in range(8)}) == 8
+    np.testing.assert_array_equal(symmetry(image, 1), image[:, ::-1])
 
 
 def test_train_resizes_to_the_recipe_size(debug_data):

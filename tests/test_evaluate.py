@@ -237,3 +237,52 @@ def test_translate_cli_refuses_feature_datasets(tmp_path, capsys):
     assert cli.main(["translate", str(run), "--data", str(data), "--out", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "translation grids apply to image datasets" in err
+
+
+class ViewOracle(nn.Module):
+    """A perfect Cars model for write_cars renders (colour = (car, 10·azimuth, 60·elevation)): the shared code
+    is the red and blue means (car, elevation), z^y the green mean (azimuth) as an angle on a half circle (so a
+    linear probe can separate the 23 azimuths), and decoding paints them back."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = SimpleNamespace(image_size=32)
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def encode_shared(self, v, domain):
+        return v[:, [0, 2]].mean((2, 3))
+
+    def encode_exclusive(self, v, domain):
+        angle = (v[:, 1].mean((1, 2)) + 1) * torch.pi / 2
+        return torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+    def translate(self, v, to_domain, exclusive):
+        out = v.clone()
+        out[:, 1] = (torch.atan2(exclusive[:, 1], exclusive[:, 0]) * 2 / torch.pi - 1)[:, None, None]
+        return out
+
+    def forward(self, x, y):
+        return SimpleNamespace(y_hat=self.translate(x, "y", self.encode_exclusive(y, "y")))
+
+
+def test_view_metrics_known_answers(tmp_path):
+    from datagen import prepare, write_cars
+    from engine.view_metrics import AZIMUTHS, view_metrics, views_grid
+
+    write_cars(tmp_path / "raw", [1, 2, 192, 193])
+    assert prepare("cars", "--src", tmp_path / "raw", "--size", 32, "--out", tmp_path / "cars") == 0
+    info = load_dataset_info(tmp_path / "cars")
+    m = view_metrics(ViewOracle(), info, "test", batch_size=50, progress=False)
+    assert m["views_identity_recall_at_1"] == 1.0 and m["views_identity_recall_at_1_by_azimuth"] == [1.0] * AZIMUTHS
+    assert m["views_guided_l1"] == m["views_reconstruction_l1"] == 0.0 and m["views_guided_psnr"] > 100
+    assert m["views_copy_x_l1"] == pytest.approx(10 * 12 / 3)  # green 0 instead of 10·a, a = 1..23
+    # the nearest training car to cars 192 and 193 is car 2: red off by 190 and 191 at every view
+    assert m["views_nearest_train_l1"] == pytest.approx((190 + 191) / 2 / 3)
+    assert m["views_probe_azimuth_from_z_y"] == 1.0 and m["views_probe_car_from_z_s"] == 1.0
+    # codes without the factor: one prediction per (car, elevation) group, or for both cars alike
+    assert m["views_probe_azimuth_from_z_s"] == pytest.approx(1 / AZIMUTHS) == m["views_probe_azimuth_chance"]
+    assert m["views_probe_car_from_z_y"] == 0.5 == m["views_probe_car_chance"]
+    grid = views_grid(ViewOracle(), info, "test")
+    assert grid.size[1] > grid.size[0] / 6  # 2 cars × (true, translation) rows of 12 azimuths
+    with pytest.raises(UserError, match="not a `iiae prepare cars` split"):
+        view_metrics(ViewOracle(), load_dataset_info(_paired_dataset(tmp_path / "pairs", 40)), "test")

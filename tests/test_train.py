@@ -44,7 +44,7 @@ def events(run, kind):
 
 def test_debug_run_writes_every_artefact(debug_data, tmp_path):
     run = tmp_path / "run"
-    proc = train(debug_data, run, "train.keep_checkpoints=1")
+    proc = train(debug_data, run, "train.keep_checkpoints=1", "data.monitor_split=test")
     for name in ("recipe.yaml", "run.json", "train_log.jsonl", "curves.png", "best/model.safetensors",
                  "best/config.json", "best/selection.json"):
         assert (run / name).is_file(), name
@@ -57,6 +57,8 @@ def test_debug_run_writes_every_artefact(debug_data, tmp_path):
     assert [e["step"] for e in valid] == [6, 12]
     assert {"loss", "recon_x", "kl_rx", "c_t"} <= set(train_events[0])
     assert 0 <= valid[0]["recall_at_1_x2y"] <= 1
+    monitor = events(run, "monitor")  # the test split beside validation, not used for selection
+    assert [(e["step"], e["split"], e["n"]) for e in monitor] == [(6, "test", 64), (12, "test", 64)]
     assert "done: 12 steps" in proc.stdout + proc.stderr
     # the run folder of a finished run is not clobbered by a second run
     again = train(debug_data, run, check=False)
@@ -126,6 +128,9 @@ def test_bad_input_is_one_line(debug_data, tmp_path):
     assert proc.returncode == 2 and "iiae prepare" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = train(debug_data, tmp_path / "run2", "--resume", check=False)
     assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
+    proc = train(debug_data, tmp_path / "run3", "data.monitor_split=nope", check=False)  # found before any step
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "data.monitor_split:" in proc.stderr and "'nope'" in proc.stderr and not (tmp_path / "run3").exists()
 
 
 def _port() -> int:

@@ -87,6 +87,9 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
     if not 0 <= skip_batches <= total:
         raise ValueError(f"skip_batches={skip_batches} is outside 0..{total} (batches per epoch)")
     length = total - skip_batches
+    if recipe.data.augment != "none" and info.kind != "image":
+        raise DataError(f"data.augment: {recipe.data.augment} needs an image dataset; {info.root} holds "
+                        f"{info.kind} samples (expected data.augment: none)")
     if recipe.data.class_matched:
         from .matched import ClassMatchedBatches
 
@@ -97,10 +100,12 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
     import webdataset as wds
 
     from .stream import PairStream
+    from .transforms import AUGMENTATIONS
 
     stream = PairStream(info, seed=recipe.seed, epoch=epoch, rank=rank, world_size=world_size,
                         batch_size=recipe.data.batch_size, shuffle_buffer=recipe.data.shuffle_buffer,
                         skip_batches=skip_batches, cache=recipe.data.cache,
+                        symmetries=AUGMENTATIONS[recipe.data.augment],
                         image_size=recipe.model.image_size if info.kind == "image" else None)
     # a private generator: creating the iterator must not draw from the global torch RNG, which the training
     # step's dropout uses (a resumed run creates a loader where the uninterrupted run did not)

@@ -20,7 +20,7 @@ from ..errors import DataError
 from .format import DatasetInfo
 from .read import SkipLog, read_valid_samples
 from .samples import decode_cls, decode_fitted
-from .transforms import to_tensor
+from .transforms import symmetry, to_tensor
 
 FIELDS = ("x", "y")
 
@@ -39,7 +39,8 @@ class PairStream(IterableDataset):
     """Yields batches `{"x", "y", "cls", "skipped", "resized", "worker"}` forever; the loader cuts the epoch."""
 
     def __init__(self, info: DatasetInfo, *, seed: int, epoch: int, rank: int, world_size: int, batch_size: int,
-                 shuffle_buffer: int, skip_batches: int, image_size: Optional[int], cache: bool = False):
+                 shuffle_buffer: int, skip_batches: int, image_size: Optional[int], cache: bool = False,
+                 symmetries: int = 1):
         super().__init__()
         self.root, self.fix_command = info.root, info.fix_command()
         # an empty shard has nothing to draw (and a share of only empty ones would have zero weights)
@@ -49,6 +50,7 @@ class PairStream(IterableDataset):
         self.image_size = image_size
         self.fit_size = info.image_size  # each image is first brought to the dataset's own size
         self.cache = cache
+        self.symmetries = symmetries  # transforms.AUGMENTATIONS: 1 = as stored
         self.counts = {str(self.root / s.file): s.count for s in self.shards}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -77,9 +79,14 @@ class PairStream(IterableDataset):
             shuffle = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer,
                                   rng=random.Random(seed_of(*stream_id, "shuffle")))
             samples = shuffle(samples)
+        augment = np.random.default_rng(seed_of(*stream_id, "augment")) if self.symmetries > 1 else None
         for index, batch in enumerate(self._batches(self._decoded(samples, log))):
+            # drawn for the skipped batches too: a resumed stream gives every later pair the same symmetry
+            ks = augment.integers(self.symmetries, size=len(batch)) if augment is not None else None
             if index >= own_skip:
                 xs, ys, labels = zip(*batch)
+                if ks is not None:
+                    xs, ys = ([symmetry(v, k) for v, k in zip(values, ks)] for values in (xs, ys))
                 yield {"x": to_tensor(list(xs), self.image_size), "y": to_tensor(list(ys), self.image_size),
                        "cls": torch.tensor(labels, dtype=torch.long), "skipped": log.count,
                        "resized": log.resized, "worker": logical}

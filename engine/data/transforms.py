@@ -7,6 +7,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# `data.augment`: how many of the square's 8 symmetries (the dihedral group) a training pair may be given. Both
+# images of a pair get the same one, so the pair stays a pair; an overhead view (Maps) is as plausible in any of
+# the 8, a photo of an upright object only mirrored.
+AUGMENTATIONS = {"none": 1, "flip": 2, "dihedral": 8}
+
+
+def symmetry(image: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry k of an H×W×C image: k // 2 quarter turns, then a left-right mirror when k is odd (k = 1: the
+    mirror alone)."""
+    image = np.rot90(image, k // 2, axes=(0, 1))
+    return image[:, ::-1] if k % 2 else image
+
 
 def to_tensor(values: list[np.ndarray], size: Optional[int]) -> torch.Tensor:
     """Stack decoded values: images → float [B,3,H,W] in [−1, 1] (resized to `size` if it differs); features →

@@ -53,6 +53,18 @@ def command_line(args: argparse.Namespace, *options: str) -> str:
     return " ".join(words)
 
 
+def source_checksums(src: Path, files: list[Path]) -> dict:
+    """What dataset.json records of the raw files read: their count and one sha256 over a `sha256sum`-style
+    manifest of them ("<sha256>  <path relative to src>" lines, sorted by path), so that a dataset can be traced
+    to its exact sources, and a changed or missing source file shows."""
+    import hashlib
+
+    from ..format import sha256_file
+
+    lines = sorted(f"{sha256_file(p)}  {p.relative_to(src).as_posix()}\n" for p in files)
+    return {"files": len(lines), "manifest_sha256": hashlib.sha256("".join(lines).encode()).hexdigest()}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..write import prepare_output
 

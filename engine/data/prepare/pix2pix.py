@@ -14,7 +14,7 @@ from ...errors import DataError
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
-from . import command_line
+from . import command_line, source_checksums
 from .images import resize_square, source_order
 
 MAPS_VALID_LAST = 800  # maps valid = train images numbered 1..800
@@ -57,13 +57,15 @@ def _pairs(src: Path, files: list[Path], size: int) -> Iterator[dict]:
 
 
 def convert(args: argparse.Namespace) -> DatasetInfo:
-    splits = {}
+    splits, read = {}, set()
     for split, (folder, keep) in LAYOUT[args.name].items():
         files = _files(args.src, folder)
         if keep is not None:
             files = [p for p in files if p.stem.isdigit() and keep(p)]
         splits[split] = (_pairs(args.src, files, args.size), len(files))
+        read.update(files)
     return write_dataset(
         args.out, splits, shard_size=args.shard_size, name=args.name, kind="image", image_size=args.size,
         domains=DOMAINS[args.name], source="pix2pix", command=command_line(args, "--name", "--src", "--size"),
-        provenance={"src": str(args.src.resolve()), "files": {s: n for s, (_, n) in splits.items()}})
+        provenance={"src": str(args.src.resolve()), "files": {s: n for s, (_, n) in splits.items()},
+                    "sources": source_checksums(args.src, sorted(read))})
