@@ -1,5 +1,6 @@
 # `make test`: set up .venv (idempotent) and run the default test tier.
 # `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU).
+# `make demo-maps MAPS=DIR`, `make demo-cars CARS=DIR`: the same for pix2pix Maps and Cars3D (default: ../shared/data).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PY     := $(VENV)/bin/python
 # default wheel elsewhere.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup setup-demo test test-all demo ablation
+.PHONY: setup setup-demo test test-all demo demo-maps demo-cars ablation
 
 setup: $(VENV)/.installed
 
@@ -35,6 +36,10 @@ test-all: setup
 
 demo: setup-demo
 	bash scripts/demo.sh
+demo-maps: setup
+	MAPS="$(MAPS)" EXPERIMENT=maps bash scripts/demo.sh
+demo-cars: setup
+	CARS="$(CARS)" EXPERIMENT=cars bash scripts/demo.sh
 
 ablation: setup-demo
 	bash scripts/ablation.sh

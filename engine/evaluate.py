@@ -173,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
         metrics.update(fidelity_metrics(model, info, args.split, cache_dir=cache, steps=args.fidelity_steps,
                                         batch_size=args.batch_size, limit=args.limit, device=device,
                                         progress=not args.json))
+    if info.layout == "paired" and info.kind == "image":  # guided translation against the true partner
+        from .translation_error import translation_error
+
+        metrics.update(translation_error(model, info, args.split, batch_size=args.batch_size, limit=args.limit,
+                                         device=device, progress=not args.json))
     if is_views_dataset(info):  # Cars3D: identity across views, guided translation, factor probes
         from .view_metrics import view_metrics, views_grid
 

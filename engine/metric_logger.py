@@ -26,7 +26,8 @@ class MetricLogger:
         accelerator.init_trackers(recipe.name, config=flat_hparams(recipe))
 
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
-        self.accelerator.log({f"{kind}/{k}": v for k, v in values.items()}, step=step)
+        # numbers only to the trackers; labels (a split's name) stay in the train log
+        self.accelerator.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")

@@ -73,7 +73,7 @@ class Validation:
         if trainer.accelerator.is_main_process:
             metrics = {**self.metrics(trainer.raw_model, trainer.accelerator.device),
                        "train_seconds": trainer.state.train_seconds}
-            trainer.logger.log(step, "valid", metrics)
+            trainer.logger.log(step, "valid", {**metrics, "split": self.recipe.data.valid_split})
             self.last = (step, metrics)
             if cfg.selection == "best" and SHARED_RECALL[0] in metrics and trainer.state.selector.update(step, metrics):
                 save_best(trainer.raw_model, self.best, step, metrics, self.recipe)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .errors import UserError
 from .models.iiae import eval_mode
 from .translate import tile_grid, to_uint8
+from .translation_error import l1_psnr
 
 AZIMUTHS, ELEVATIONS = 23, 4  # Y azimuths 1..23 per elevation
 PER_CAR = AZIMUTHS * ELEVATIONS
@@ -72,13 +73,6 @@ def _apply(fn, *inputs: torch.Tensor, device, batch_size: int) -> torch.Tensor:
     for start in range(0, len(inputs[0]), batch_size):
         outs.append(fn(*(_to_float(v[start:start + batch_size], device) for v in inputs)).flatten(1).float().cpu())
     return torch.cat(outs)
-
-
-def _l1_psnr(pred: torch.Tensor, true: torch.Tensor) -> tuple[float, float]:
-    """Mean absolute error on the 0-255 scale and mean per-image PSNR (dB, peak 255) of uint8 images."""
-    diff = pred.flatten(1).float() - true.flatten(1).float()
-    mse = diff.pow(2).mean(1).clamp_min(1e-10)
-    return diff.abs().mean().item(), (10 * torch.log10(255.0 ** 2 / mse)).mean().item()
 
 
 def linear_probe(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor,
@@ -150,7 +144,7 @@ def view_metrics(model, info, split: str = "test", *, train_split: str = "train"
         group = where[:, 0] * ELEVATIONS + where[:, 1]
         near_index = near_rows[group, 0] * PER_CAR + where[:, 1] * AZIMUTHS + where[:, 2] - 1
         for name, pred in (("guided", guided), ("reconstruction", recon), ("copy_x", x), ("nearest_train", ty[near_index])):
-            out[f"views_{name}_l1"], out[f"views_{name}_psnr"] = _l1_psnr(pred, y)
+            out[f"views_{name}_l1"], out[f"views_{name}_psnr"] = l1_psnr(pred, y)
 
         # factor probes
         codes = {"z_y": lambda v: model.encode_exclusive(v, "y"), "z_s": lambda v: model.encode_shared(v, "y")}

@@ -1,19 +1,45 @@
 #!/usr/bin/env bash
-# `make demo`: real MNIST-CDCB at 32 px → train recipes/mnist_cdcb_cpu.yaml → evaluate on the 10,000 test pairs
-# → translation grids, curves → results table. Offline. Re-running reuses the data, the finished run and metrics.
+# `make demo` / `make demo-maps` / `make demo-cars`: real data → prepare → train the experiment's CPU recipe →
+# evaluate on the test split → pictures → results table. Offline. Re-running reuses the data, a finished run and
+# its metrics. EXPERIMENT=mnist_cdcb (default) | maps | cars; MAPS=DIR / CARS=DIR: the raw downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-RECIPE=${RECIPE:-recipes/mnist_cdcb_cpu.yaml}
-DATA=${DATA:-data/mnist_cdcb_32}
-RUN=${RUN:-runs/mnist_cdcb_cpu}
+EXPERIMENT=${EXPERIMENT:-mnist_cdcb}
+SHARED=${SHARED:-../shared/data}  # the paper data beside a clone, where present
+
+need() {  # need DIR WHAT VARIABLE: the raw data folder, or a one-line message and exit 2
+  if [ -z "$1" ] || [ ! -d "$1" ]; then
+    echo "error: $2 not found${1:+ at $1}; download and extract it, then: make demo-$EXPERIMENT $3=DIR" >&2
+    exit 2
+  fi
+}
+
+case "$EXPERIMENT" in
+  mnist_cdcb)
+    RECIPE=recipes/mnist_cdcb_cpu.yaml; DATA=${DATA:-data/mnist_cdcb_32}
+    PREPARE=(prepare mnist-cdcb --size 32) ;;
+  maps)
+    SRC=${MAPS:-$( [ -d "$SHARED/maps256" ] && echo "$SHARED/maps256" || true )}
+    need "$SRC" "the pix2pix Maps folder (train/ val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz)" MAPS
+    RECIPE=recipes/maps_cpu.yaml; DATA=${DATA:-data/maps_64}
+    PREPARE=(prepare pix2pix --name maps --src "$SRC" --size 64) ;;
+  cars)
+    SRC=${CARS:-$( [ -d "$SHARED/cars3d" ] && echo "$SHARED/cars3d" || true )}
+    need "$SRC" "the Cars3D folder of car_XXX_mesh.mat files (data/cars in http://www.scottreed.info/files/nips2015-analogy-data.tar.gz)" CARS
+    RECIPE=recipes/cars_cpu.yaml; DATA=${DATA:-data/cars_64}
+    PREPARE=(prepare cars --src "$SRC" --size 64) ;;
+  *) echo "error: EXPERIMENT=$EXPERIMENT; expected mnist_cdcb, maps or cars" >&2; exit 2 ;;
+esac
+NAME=$(basename "$RECIPE" .yaml)
+RUN=${RUN:-runs/$NAME}
 DOCS=${DOCS:-docs}
 if $PY -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then LAUNCH=recipes/accelerate/single_gpu.yaml; else LAUNCH=recipes/accelerate/cpu.yaml; fi
 MAX_STEPS=$($PY -m engine.cli info "$RECIPE" --json | $PY -c "import json,sys; print(json.load(sys.stdin)['max_steps'])")
 start=$(date +%s)
 
 echo "== 1/4 data: $DATA"
-if [ -f "$DATA/dataset.json" ]; then echo "reusing $DATA"; else $PY -m engine.cli prepare mnist-cdcb --size 32 --out "$DATA"; fi
+if [ -f "$DATA/dataset.json" ]; then echo "reusing $DATA"; else $PY -m engine.cli "${PREPARE[@]}" --out "$DATA"; fi
 
 echo "== 2/4 train: $RECIPE ($LAUNCH)"
 if [ -d "$RUN/checkpoints/checkpoint_$MAX_STEPS" ] && [ -f "$RUN/best/model.safetensors" ]; then
@@ -27,12 +53,15 @@ echo "== 3/4 evaluate on the full test split"
 if [ -f "$RUN/eval_results.json" ] && [ "$RUN/eval_results.json" -nt "$RUN/best/model.safetensors" ]; then
   echo "reusing $RUN/eval_results.json"
 else
-  $PY -m engine.cli eval "$RUN" --data "$DATA" --split test --fidelity
+  FIDELITY=(); [ "$EXPERIMENT" = mnist_cdcb ] && FIDELITY=(--fidelity)  # digit classifiers: labelled data only
+  $PY -m engine.cli eval "$RUN" --data "$DATA" --split test "${FIDELITY[@]}"
 fi
 
 echo "== 4/4 pictures -> $DOCS/"
 mkdir -p "$DOCS"
-$PY -m engine.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/mnist_cdcb_translation.png"
-cp "$RUN/curves.png" "$DOCS/mnist_cdcb_curves.png"
+$PY -m engine.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/${EXPERIMENT}_translation.png"
+cp "$RUN/curves.png" "$DOCS/${EXPERIMENT}_curves.png"
+[ -f "$RUN/views_grid.png" ] && cp "$RUN/views_grid.png" "$DOCS/${EXPERIMENT}_views.png"
+[ "$EXPERIMENT" = maps ] && $PY scripts/recall_curve.py "$RUN" "$DOCS/maps_recall_curve.png"
 
 $PY scripts/results_table.py "$RUN" --wall-seconds $(( $(date +%s) - start ))

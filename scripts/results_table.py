@@ -1,6 +1,9 @@
-"""Print the results table of one or more evaluated runs next to the paper's MNIST-CDCB numbers (markdown).
+"""Print the results table of one or more evaluated runs of one dataset next to the paper's numbers (markdown).
 
     python scripts/results_table.py runs/mnist_cdcb_cpu [runs/ablation_* ...] [--wall-seconds S]
+
+The table follows the dataset of the first run's eval_results.json: retrieval (MNIST-CDCB, Maps) or the view
+metrics (Cars3D, which the paper shows in pictures only).
 """
 from __future__ import annotations
 
@@ -11,7 +14,11 @@ from pathlib import Path
 
 import torch
 
-PAPER = {"recall_at_1_x2y": 0.997, "recall_at_1_y2x": 0.997}  # Hwang et al. 2020, Table 1 (256 px, GPU)
+# Hwang et al. 2020: Table 1 (MNIST-CDCB), Table 2 (Maps; CdDN = Gonzalez-Garcia et al. 2018), 256 px, GPU
+PAPER = {
+    "mnist-cdcb": [("paper (256 px, GPU)", 0.997, 0.997)],
+    "maps": [("paper (256 px, GPU)", 0.966, 0.973), ("CdDN, paper's Table 2", 0.914, 0.969)],
+}
 
 
 def pct(v) -> str:
@@ -23,17 +30,54 @@ def machine() -> str:
     return f"{dev}, {platform.machine()}"
 
 
-def row(run: Path) -> str:
+def _read(run: Path) -> tuple[dict, dict, str]:
     m = json.loads((run / "eval_results.json").read_text())
     sel = json.loads((run / "best" / "selection.json").read_text())
     recipe = (run / "recipe.yaml").read_text()
     name = next(line.split(":", 1)[1].strip() for line in recipe.splitlines() if line.startswith("name:"))
+    return m, sel, name if run.name == name else f"{run.name} ({name})"
+
+
+def _when(sel: dict, run: Path) -> str:
     secs = sel.get("train_seconds")
-    when = f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
-    label = name if run.name == name else f"{run.name} ({name})"
-    return (f"| {label} | {pct(m['recall_at_1_x2y'])} | {pct(m['recall_at_1_y2x'])} | "
-            f"{pct(m['exclusive_recall_at_1_x2y'])} / {pct(m['exclusive_recall_at_1_y2x'])} | "
-            f"{pct(m.get('translation_accuracy_x2y'))} / {pct(m.get('translation_accuracy_y2x'))} | {when} |")
+    if secs is None and sel.get("selection") == "last":  # the final weights: the time from the training log
+        log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
+        secs = max((e.get("train_seconds", 0) for e in log), default=None)
+    return f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
+
+
+def retrieval_table(runs: list[Path], dataset: str) -> list[str]:
+    translation = dataset == "mnist-cdcb"  # digit classifiers exist for labelled data only
+    head = "| model | Recall@1 X→Y | Recall@1 Y→X | exclusive Recall@1 X→Y / Y→X |"
+    lines = [head + (" translation accuracy X→Y / Y→X |" if translation else "") + " selected at (training time) |",
+             "|---|---|---|---|" + ("---|" if translation else "") + "---|"]
+    for label, x2y, y2x in PAPER.get(dataset, []):
+        lines.append(f"| {label} | {pct(x2y)} | {pct(y2x)} | chance |" + (" — |" if translation else "") + " — |")
+    for run in runs:
+        m, sel, label = _read(run)
+        cells = [label, pct(m["recall_at_1_x2y"]), pct(m["recall_at_1_y2x"]),
+                 f"{pct(m['exclusive_recall_at_1_x2y'])} / {pct(m['exclusive_recall_at_1_y2x'])}"]
+        if translation:
+            cells.append(f"{pct(m.get('translation_accuracy_x2y'))} / {pct(m.get('translation_accuracy_y2x'))}")
+        lines.append("| " + " | ".join(cells + [_when(sel, run)]) + " |")
+    return lines
+
+
+def views_table(runs: list[Path]) -> list[str]:
+    lines = ["| model | identity Recall@1 across views (chance) | guided translation L1 / PSNR | copy x | "
+             "nearest training car | joint reconstruction | azimuth probe z^y / z^s (chance) | "
+             "car probe z^s / z^y (chance) | trained |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        m, sel, label = _read(run)
+        pair = lambda name: f"{m[f'views_{name}_l1']:.1f} / {m[f'views_{name}_psnr']:.1f} dB"
+        lines.append(
+            f"| {label} | {pct(m['views_identity_recall_at_1'])} ({pct(m['views_identity_chance'])}) | "
+            f"{pair('guided')} | {pair('copy_x')} | {pair('nearest_train')} | {pair('reconstruction')} | "
+            f"{pct(m['views_probe_azimuth_from_z_y'])} / {pct(m['views_probe_azimuth_from_z_s'])} "
+            f"({pct(m['views_probe_azimuth_chance'])}) | {pct(m['views_probe_car_from_z_s'])} / "
+            f"{pct(m['views_probe_car_from_z_y'])} ({pct(m['views_probe_car_chance'])}) | {_when(sel, run)} |")
+    return lines
 
 
 def main() -> None:
@@ -41,11 +85,9 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--wall-seconds", type=float, default=None, help="whole demo wall time, printed below the table")
     args = ap.parse_args()
-    print("| model | Recall@1 X→Y | Recall@1 Y→X | exclusive Recall@1 X→Y / Y→X | translation accuracy X→Y / Y→X | selected at (training time) |")
-    print("|---|---|---|---|---|---|")
-    print(f"| paper (256 px, GPU) | {pct(PAPER['recall_at_1_x2y'])} | {pct(PAPER['recall_at_1_y2x'])} | chance | — | — |")
-    for run in args.runs:
-        print(row(run))
+    first, _, _ = _read(args.runs[0])
+    lines = views_table(args.runs) if "views_identity_recall_at_1" in first else retrieval_table(args.runs, first["dataset"])
+    print("\n".join(lines))
     print(f"\nmachine: {machine()}" + (f"; whole run {args.wall_seconds / 60:.1f} min" if args.wall_seconds else ""))
 
 

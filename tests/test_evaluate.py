@@ -286,3 +286,38 @@ def test_view_metrics_known_answers(tmp_path):
     assert grid.size[1] > grid.size[0] / 6  # 2 cars × (true, translation) rows of 12 azimuths
     with pytest.raises(UserError, match="not a `iiae prepare cars` split"):
         view_metrics(ViewOracle(), load_dataset_info(_paired_dataset(tmp_path / "pairs", 40)), "test")
+
+
+class CopyModel(nn.Module):
+    """Translates by copying its input and reconstructs perfectly: the guided error is the copy baseline's."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = SimpleNamespace(image_size=32)
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def encode_exclusive(self, v, domain):
+        return v.mean((1, 2, 3))[:, None]
+
+    def translate(self, v, to_domain, exclusive):
+        return v
+
+    def forward(self, x, y):
+        return SimpleNamespace(x_hat=x, y_hat=y)
+
+
+def test_translation_error_known_answers(tmp_path):
+    from engine.translation_error import l1_psnr, translation_error
+
+    same = load_dataset_info(_paired_dataset(tmp_path / "same", 20))  # y = x
+    m = translation_error(CopyModel(), same, "test", batch_size=8, progress=False)
+    assert m["guided_l1_x2y"] == m["copy_l1_y2x"] == m["reconstruction_l1_y"] == 0.0 and m["guided_psnr_x2y"] > 100
+    shuffled = load_dataset_info(_paired_dataset(tmp_path / "shuffled", 20, shuffle_y=True))
+    m = translation_error(CopyModel(), shuffled, "test", batch_size=8, progress=False)
+    assert m["guided_l1_x2y"] == m["copy_l1_x2y"] == pytest.approx(255 / 3, rel=0.05)  # independent uniform bytes
+    assert m["reconstruction_l1_x"] == m["reconstruction_l1_y"] == 0.0
+    a = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    b = a.clone()
+    b[1] = 255  # one image off by 255 everywhere: L1 127.5, PSNR (inf → capped, 0 dB) averaged
+    l1, psnr = l1_psnr(b, a)
+    assert l1 == 127.5 and psnr == pytest.approx((10 * np.log10(255 ** 2 / 1e-10) + 0.0) / 2)

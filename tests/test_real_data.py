@@ -1,6 +1,8 @@
 """The converters on the real paper data in ../shared/data (slow; skipped where it is absent, as on a user's
-machine). They read every file, so they check the whole release, not a sample of it."""
+machine; they read every file, so they check the whole release), and the demos' message where it is absent."""
 import hashlib
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from datagen import prepare, samples
 from engine.data import load_dataset_info
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def need(folder: str) -> Path:
@@ -30,6 +32,16 @@ def manifest_digest(listing: Path, keep) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+@pytest.mark.parametrize("experiment, variable", [("maps", "MAPS"), ("cars", "CARS")])
+def test_demo_without_the_data_says_what_to_download(experiment, variable):
+    env = {**os.environ, "SHARED": "/nonexistent", "EXPERIMENT": experiment}
+    env.pop(variable, None)
+    proc = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert f"make demo-{experiment} {variable}=DIR" in proc.stderr and "http" in proc.stderr
+
+
+@pytest.mark.slow
 def test_maps_real_files(tmp_path):
     src = need("maps256")
     out = tmp_path / "maps"
@@ -44,6 +56,7 @@ def test_maps_real_files(tmp_path):
     np.testing.assert_allclose(row["y"], pair[:, 256:].reshape(32, 8, 32, 8, 3).mean((1, 3)), atol=1.0)
 
 
+@pytest.mark.slow
 def test_cars_real_files(tmp_path):
     src = need("cars3d")
     out = tmp_path / "cars"
