@@ -66,12 +66,18 @@ def _to_float(v: torch.Tensor, device) -> torch.Tensor:
     return v.to(device).float() / 127.5 - 1
 
 
+def _index(car: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
+    """The sample index of (car position, elevation, azimuth 1..23) in a cars split."""
+    return car * PER_CAR + elevation * AZIMUTHS + azimuth - 1
+
+
 @torch.no_grad()
-def _apply(fn, *inputs: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    """fn over aligned uint8 inputs in batches, results on the CPU in float32."""
+def _apply(fn, *inputs: torch.Tensor, device, batch_size: int, images: bool = False) -> torch.Tensor:
+    """fn over aligned uint8 inputs in batches; results on the CPU: flattened float32 codes, or uint8 images."""
     outs = []
     for start in range(0, len(inputs[0]), batch_size):
-        outs.append(fn(*(_to_float(v[start:start + batch_size], device) for v in inputs)).flatten(1).float().cpu())
+        out = fn(*(_to_float(v[start:start + batch_size], device) for v in inputs))
+        outs.append(to_uint8(out) if images else out.flatten(1).float().cpu())
     return torch.cat(outs)
 
 
@@ -110,52 +116,42 @@ def view_metrics(model, info, split: str = "test", *, train_split: str = "train"
     device = torch.device(device) if device is not None else next(model.parameters()).device
     size = model.cfg.image_size
     cars, where = _views(info, split)
-    train_cars, train_where = _views(info, train_split)
+    _, train_where = _views(info, train_split)
     x, y = _load(info, split, size, batch_size, progress)
-    tx, ty = _load(info, train_split, size, batch_size, progress)
-    run = lambda fn, *v: _apply(fn, *v, device=device, batch_size=batch_size)
+    tx, ty = _load(info, train_split, size, batch_size, progress)  # uint8: 16,192 pairs at 64 px are 400 MB
+    run = lambda fn, *v, **kw: _apply(fn, *v, device=device, batch_size=batch_size, **kw)
+    car, elevation, azimuth = where.unbind(1)
     out: dict = {}
     with eval_mode(model):
         # identity retrieval: every Y view against the X views (azimuth-1 rows hold each (car, elevation) once)
-        front = where[:, 2] == 1
+        front = azimuth == 1
         gallery = run(lambda v: model.encode_shared(v, "x"), x[front])
         queries = run(lambda v: model.encode_shared(v, "y"), y)
-        hit = (where[front][_nearest(queries, gallery), 0] == where[:, 0]).float()
+        hit = (car[front][_nearest(queries, gallery)] == car).float()
         out["views_identity_recall_at_1"] = hit.mean().item()
-        out["views_identity_recall_at_1_by_azimuth"] = [hit[where[:, 2] == a].mean().item()
-                                                         for a in range(1, AZIMUTHS + 1)]
+        out["views_identity_recall_at_1_by_azimuth"] = [hit[azimuth == a].mean().item() for a in range(1, AZIMUTHS + 1)]
         out["views_identity_chance"] = 1 / len(cars)
 
-        # guided translation: z^y from the next test car at the same (elevation, azimuth)
-        partner = ((where[:, 0] + 1) % len(cars)) * PER_CAR + where[:, 1] * AZIMUTHS + where[:, 2] - 1
-        z_y = run(lambda v: model.encode_exclusive(v, "y"), y[partner])
-        guided = []
-        for start in range(0, len(x), batch_size):
-            v = _to_float(x[start:start + batch_size], device)
-            guided.append(to_uint8(model.translate(v, "y", exclusive=z_y[start:start + batch_size].to(device)).cpu()))
-        guided = torch.cat(guided)
-        recon = torch.cat([to_uint8(model(_to_float(x[s:s + batch_size], device),
-                                           _to_float(y[s:s + batch_size], device)).y_hat.cpu())
-                           for s in range(0, len(x), batch_size)])
+        # guided translation: z^y of the next test car at the same (elevation, azimuth)
+        partner = y[_index((car + 1) % len(cars), elevation, azimuth)]
+        guided = run(lambda v, p: model.translate(v, "y", exclusive=model.encode_exclusive(p, "y")), x, partner,
+                     images=True)
+        recon = run(lambda v, w: model(v, w).y_hat, x, y, images=True)
         # nearest training car in pixels, per (car, elevation) of the test split, seen at the test view
         train_front = train_where[:, 2] == 1
-        near = _nearest(x[front].flatten(1).float(), tx[train_front].flatten(1).float())
-        near_rows = train_where[train_front][near]  # [cars × elevations, 3]: the chosen training car position
-        group = where[:, 0] * ELEVATIONS + where[:, 1]
-        near_index = near_rows[group, 0] * PER_CAR + where[:, 1] * AZIMUTHS + where[:, 2] - 1
-        for name, pred in (("guided", guided), ("reconstruction", recon), ("copy_x", x), ("nearest_train", ty[near_index])):
+        near = train_where[train_front][_nearest(x[front].flatten(1).float(), tx[train_front].flatten(1).float()), 0]
+        nearest_train = ty[_index(near[car * ELEVATIONS + elevation], elevation, azimuth)]
+        for name, pred in (("guided", guided), ("reconstruction", recon), ("copy_x", x), ("nearest_train", nearest_train)):
             out[f"views_{name}_l1"], out[f"views_{name}_psnr"] = l1_psnr(pred, y)
 
         # factor probes
         codes = {"z_y": lambda v: model.encode_exclusive(v, "y"), "z_s": lambda v: model.encode_shared(v, "y")}
         test_codes = {k: run(fn, y) for k, fn in codes.items()}
         train_codes = {k: run(fn, ty) for k, fn in codes.items()}
-        odd = where[:, 2] % 2 == 1
+        odd = azimuth % 2 == 1
         for k in codes:
-            out[f"views_probe_azimuth_from_{k}"] = linear_probe(train_codes[k], train_where[:, 2],
-                                                                test_codes[k], where[:, 2])
-            out[f"views_probe_car_from_{k}"] = linear_probe(test_codes[k][odd], where[odd, 0],
-                                                            test_codes[k][~odd], where[~odd, 0])
+            out[f"views_probe_azimuth_from_{k}"] = linear_probe(train_codes[k], train_where[:, 2], test_codes[k], azimuth)
+            out[f"views_probe_car_from_{k}"] = linear_probe(test_codes[k][odd], car[odd], test_codes[k][~odd], car[~odd])
         out["views_probe_azimuth_chance"] = 1 / AZIMUTHS
         out["views_probe_car_chance"] = 1 / len(cars)
     return out
@@ -165,12 +161,12 @@ def views_grid(model, info, split: str = "test", *, elevation: int = 1, azimuths
                device=None, batch_size: int = 256):
     """Rows = test cars (true render over guided translation, z^y from the next car), columns = azimuths."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    cars, where = _views(info, split)
+    cars, _ = _views(info, split)
     x, y = _load(info, split, model.cfg.image_size, batch_size, progress=False)
     azimuths = list(azimuths)
-    index = torch.tensor([c * PER_CAR + elevation * AZIMUTHS + a - 1 for c in range(len(cars)) for a in azimuths])
-    partner = torch.tensor([((c + 1) % len(cars)) * PER_CAR + elevation * AZIMUTHS + a - 1
-                            for c in range(len(cars)) for a in azimuths])
+    car = torch.arange(len(cars)).repeat_interleave(len(azimuths))
+    azimuth = torch.tensor(azimuths).repeat(len(cars))
+    index, partner = _index(car, elevation, azimuth), _index((car + 1) % len(cars), elevation, azimuth)
     with torch.no_grad(), eval_mode(model):
         z_y = model.encode_exclusive(_to_float(y[partner], device), "y")
         guided = model.translate(_to_float(x[index], device), "y", exclusive=z_y).cpu()

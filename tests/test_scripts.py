@@ -1,0 +1,57 @@
+"""The demo's helper scripts on run folders written here: the results table per dataset, the Recall@1 curve."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(tmp_path: Path, name: str, metrics: dict, selection: dict, log: list[dict]) -> Path:
+    run = tmp_path / name
+    (run / "best").mkdir(parents=True)
+    (run / "recipe.yaml").write_text(f"name: {name}\n")
+    (run / "eval_results.json").write_text(json.dumps(metrics))
+    (run / "best" / "selection.json").write_text(json.dumps(selection))
+    (run / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    return run
+
+
+def script(*args) -> str:
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_results_table_follows_the_dataset(tmp_path):
+    recall = {"recall_at_1_x2y": 0.5, "recall_at_1_y2x": 0.25, "exclusive_recall_at_1_x2y": 0.001,
+              "exclusive_recall_at_1_y2x": 0.0}
+    maps = fake_run(tmp_path, "maps_cpu", {"dataset": "maps", **recall}, {"step": 900, "train_seconds": 600}, [])
+    out = script("scripts/results_table.py", maps)
+    assert "| paper (256 px, GPU) | 96.60 % | 97.30 % |" in out and "CdDN" in out
+    assert "| maps_cpu | 50.00 % | 25.00 % | 0.10 % / 0.00 % | step 900, 10.0 min |" in out
+    assert "translation accuracy" not in out
+
+    views = {f"views_{k}": v for k, v in {
+        "identity_recall_at_1": 0.75, "identity_chance": 1 / 7, "probe_azimuth_from_z_y": 0.9,
+        "probe_azimuth_from_z_s": 0.1, "probe_azimuth_chance": 1 / 23, "probe_car_from_z_s": 0.8,
+        "probe_car_from_z_y": 0.2, "probe_car_chance": 1 / 7}.items()}
+    views.update({f"views_{n}_{m}": 1.5 for n in ("guided", "copy_x", "nearest_train", "reconstruction")
+                  for m in ("l1", "psnr")})
+    cars = fake_run(tmp_path, "cars_cpu", {"dataset": "cars", **recall, **views}, {"step": 40, "selection": "last"},
+                    [{"step": 40, "kind": "train", "train_seconds": 120.0}])
+    out = script("scripts/results_table.py", cars)
+    assert "| cars_cpu | 75.00 % (14.29 %) | 1.5 / 1.5 dB |" in out and "90.00 % / 10.00 % (4.35 %)" in out
+    assert "\nmachine: " in out
+    assert "step 40, 2.0 min" in out  # the final weights: time from the training log
+
+
+def test_recall_curve_draws_valid_and_monitor(tmp_path):
+    log = [{"step": s, "kind": kind, "split": split, "train_seconds": 60.0 * s, "recall_at_1_x2y": 0.1 * s,
+            "recall_at_1_y2x": 0.05 * s} for s in (1, 2) for kind, split in (("valid", "valid"), ("monitor", "test"))]
+    run = fake_run(tmp_path, "maps_cpu", {}, {}, log)
+    out = tmp_path / "curve.png"
+    assert "wrote" in script("scripts/recall_curve.py", run, out)
+    from PIL import Image
+
+    assert Image.open(out).size == (630, 360)
