@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 from .models.iiae import eval_mode
+from .retrieval import nearest
 from .translate import tile_grid, to_uint8
 from .translation_error import l1_psnr
 
@@ -105,10 +106,6 @@ def linear_probe(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
     return ((b @ w + bias).argmax(1) == yb).float().mean().item()
 
 
-def _nearest(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(queries, gallery).argmin(1)
-
-
 @torch.no_grad()
 def view_metrics(model, info, split: str = "test", *, train_split: str = "train", batch_size: int = 256,
                  device=None, progress: bool = True) -> dict:
@@ -127,7 +124,7 @@ def view_metrics(model, info, split: str = "test", *, train_split: str = "train"
         front = azimuth == 1
         gallery = run(lambda v: model.encode_shared(v, "x"), x[front])
         queries = run(lambda v: model.encode_shared(v, "y"), y)
-        hit = (car[front][_nearest(queries, gallery)] == car).float()
+        hit = (car[front][nearest(queries, gallery)] == car).float()
         out["views_identity_recall_at_1"] = hit.mean().item()
         out["views_identity_recall_at_1_by_azimuth"] = [hit[azimuth == a].mean().item() for a in range(1, AZIMUTHS + 1)]
         out["views_identity_chance"] = 1 / len(cars)
@@ -139,7 +136,7 @@ def view_metrics(model, info, split: str = "test", *, train_split: str = "train"
         recon = run(lambda v, w: model(v, w).y_hat, x, y, images=True)
         # nearest training car in pixels, per (car, elevation) of the test split, seen at the test view
         train_front = train_where[:, 2] == 1
-        near = train_where[train_front][_nearest(x[front].flatten(1).float(), tx[train_front].flatten(1).float()), 0]
+        near = train_where[train_front][nearest(x[front].flatten(1).float(), tx[train_front].flatten(1).float()), 0]
         nearest_train = ty[_index(near[car * ELEVATIONS + elevation], elevation, azimuth)]
         for name, pred in (("guided", guided), ("reconstruction", recon), ("copy_x", x), ("nearest_train", nearest_train)):
             out[f"views_{name}_l1"], out[f"views_{name}_psnr"] = l1_psnr(pred, y)
