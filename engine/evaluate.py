@@ -11,10 +11,10 @@ import json
 from typing import Iterable, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .errors import UserError
 from .models import eval_mode
+from .progress import progress_bar
 from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, precision_at_k, recall_at_1
 
 # ---- embedding ----------------------------------------------------------------------------------------------
@@ -34,7 +34,8 @@ def _embed_many(model, batches: Iterable[dict], specs: list[tuple[str, str]], de
     unknown = {w for _, w in specs} - encoders.keys()
     if unknown:
         raise ValueError(f"which must be 'shared' or 'exclusive', got {unknown.pop()!r}")
-    with eval_mode(model), tqdm(total=total, unit="sample", desc="embedding", disable=not progress, leave=False) as bar:
+    bar = progress_bar(total=total, unit="sample", desc="embedding", disable=not progress, leave=False)
+    with eval_mode(model), bar:
         for batch in batches:
             for out, (domain, which) in zip(outs, specs):
                 # paired batches hold both domains; per-domain (Sketchy) batches hold one, as "v"

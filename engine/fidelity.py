@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from .errors import UserError
+from .progress import progress_bar
 
 SIZE = 32  # classifiers see every image at 32 px: digits stay legible and training takes seconds on CPU
 SAMPLES = 3
@@ -61,7 +61,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     clf.train()
     with torch.enable_grad():
-        for _ in tqdm(range(steps), desc="fidelity classifier", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), desc="fidelity classifier", disable=not progress, leave=False):
             idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen).to(images.device)
             loss = F.cross_entropy(clf(images[idx]), labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -142,7 +142,7 @@ def fidelity_metrics(model, info, split: str, *, cache_dir: Optional[str | Path]
     count = 0
     batches = iter_eval_batches(info, split, batch_size, image_size=model.cfg.image_size, limit=limit)
     with eval_mode(model):
-        for batch in tqdm(batches, desc="fidelity", disable=not progress, leave=False):
+        for batch in progress_bar(batches, desc="fidelity", disable=not progress, leave=False):
             cls = batch["cls"].to(device)
             keep = cls >= 0
             if not keep.any():

@@ -16,7 +16,6 @@ from typing import Iterator, Optional
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
 
 from .checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
 from .config import Recipe, save_recipe
@@ -26,6 +25,7 @@ from .errors import DataError
 from .metric_logger import MetricLogger
 from .models import IIAE, check_fits, input_kind
 from .objective import annealing, iiae_loss
+from .progress import progress_bar
 from .run_dir import RunDir, claim_output_dir
 from .sample_grids import SampleGrids
 from .selection import Selector, Validation
@@ -156,7 +156,8 @@ class Trainer:
         elif recipe.train.compile:  # the model only: the loss and c_t stay outside, so steps never recompile it
             model = torch.compile(model, backend=recipe.train.compile_backend)
         cfg = recipe.train
-        state = TrainState(seed=recipe.seed, selector=Selector(cfg.select_after, cfg.exclusive_limit, cfg.exclusive_max_hits))
+        selector = Selector(cfg.select_after, cfg.exclusive_limit, cfg.exclusive_max_hits)
+        state = TrainState(seed=recipe.seed, selector=selector)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state)
             accelerator.print(f"resumed from {checkpoint} at step {state.step}")
@@ -243,8 +244,8 @@ class Trainer:
         128 + signal after a stop)."""
         cfg, acc, state = self.recipe.train, self.accelerator, self.state
         stop, stream = StopFlag(), self.batches()
-        self.bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not acc.is_main_process,
-                        desc=self.recipe.name, dynamic_ncols=True)
+        self.bar = progress_bar(total=cfg.max_steps, initial=state.step, disable=not acc.is_main_process,
+                                desc=self.recipe.name, dynamic_ncols=True)
         self.model.train()
         try:
             while state.step < cfg.max_steps:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .models.iiae import eval_mode
+from .progress import progress_bar
 from .translate import to_uint8
 
 DIRECTIONS = {"x2y": ("x", "y"), "y2x": ("y", "x")}
@@ -48,7 +48,7 @@ def translation_error(model, info, split: str, *, batch_size: int = 256, limit: 
 
     total = info.split(split).count if limit is None else min(limit, info.split(split).count)
     batches = iter_eval_batches(info, split, batch_size, image_size=model.cfg.image_size, limit=limit)
-    with eval_mode(model), tqdm(total=total, unit="pair", desc="translation error", disable=not progress,
+    with eval_mode(model), progress_bar(total=total, unit="pair", desc="translation error", disable=not progress,
                                 leave=False) as bar:
         for b in batches:
             v = {d: b[d].to(device) for d in ("x", "y")}

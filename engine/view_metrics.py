@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .errors import UserError
 from .models.iiae import eval_mode
+from .progress import progress_bar
 from .retrieval import nearest
 from .translate import tile_grid, to_uint8
 from .translation_error import l1_psnr
@@ -51,7 +51,7 @@ def _load(info, split: str, size: int, batch_size: int, progress: bool) -> tuple
 
     xs, ys, keys = [], [], []
     total = info.split(split).count
-    with tqdm(total=total, unit="pair", desc=f"reading {split}", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, unit="pair", desc=f"reading {split}", disable=not progress, leave=False) as bar:
         for b in iter_eval_batches(info, split, batch_size, image_size=size):
             xs.append(to_uint8(b["x"]))
             ys.append(to_uint8(b["y"]))
@@ -138,7 +138,8 @@ def view_metrics(model, info, split: str = "test", *, train_split: str = "train"
         train_front = train_where[:, 2] == 1
         near = train_where[train_front][nearest(x[front].flatten(1).float(), tx[train_front].flatten(1).float()), 0]
         nearest_train = ty[_index(near[car * ELEVATIONS + elevation], elevation, azimuth)]
-        for name, pred in (("guided", guided), ("reconstruction", recon), ("copy_x", x), ("nearest_train", nearest_train)):
+        baselines = {"guided": guided, "reconstruction": recon, "copy_x": x, "nearest_train": nearest_train}
+        for name, pred in baselines.items():
             out[f"views_{name}_l1"], out[f"views_{name}_psnr"] = l1_psnr(pred, y)
 
         # factor probes
@@ -147,8 +148,10 @@ def view_metrics(model, info, split: str = "test", *, train_split: str = "train"
         train_codes = {k: run(fn, ty) for k, fn in codes.items()}
         odd = azimuth % 2 == 1
         for k in codes:
-            out[f"views_probe_azimuth_from_{k}"] = linear_probe(train_codes[k], train_where[:, 2], test_codes[k], azimuth)
-            out[f"views_probe_car_from_{k}"] = linear_probe(test_codes[k][odd], car[odd], test_codes[k][~odd], car[~odd])
+            out[f"views_probe_azimuth_from_{k}"] = linear_probe(train_codes[k], train_where[:, 2],
+                                                                test_codes[k], azimuth)
+            out[f"views_probe_car_from_{k}"] = linear_probe(test_codes[k][odd], car[odd],
+                                                            test_codes[k][~odd], car[~odd])
         out["views_probe_azimuth_chance"] = 1 / AZIMUTHS
         out["views_probe_car_chance"] = 1 / len(cars)
     return out
@@ -173,5 +176,5 @@ def views_grid(model, info, split: str = "test", *, elevation: int = 1, azimuths
         part = slice(c * len(azimuths), (c + 1) * len(azimuths))
         rows += [true[part], guided[part]]
     tiles = torch.stack(rows)  # [2 × cars, azimuths, 3, S, S]
-    return tile_grid(tiles, headers=[f"az {a}" for a in azimuths],
-                     title=f"{info.name} {split}: rows per car = true render / guided translation (elevation {elevation})")
+    title = f"{info.name} {split}: rows per car = true render / guided translation (elevation {elevation})"
+    return tile_grid(tiles, headers=[f"az {a}" for a in azimuths], title=title)

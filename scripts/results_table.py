@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--wall-seconds", type=float, default=None, help="whole demo wall time, printed below the table")
     args = ap.parse_args()
     first, _, _ = _read(args.runs[0])
-    lines = views_table(args.runs) if "views_identity_recall_at_1" in first else retrieval_table(args.runs, first["dataset"])
+    views = "views_identity_recall_at_1" in first
+    lines = views_table(args.runs) if views else retrieval_table(args.runs, first["dataset"])
     print("\n".join(lines))
     print(f"\nmachine: {machine()}" + (f"; whole run {args.wall_seconds / 60:.1f} min" if args.wall_seconds else ""))
 

@@ -60,6 +60,10 @@ def test_debug_run_writes_every_artefact(debug_data, tmp_path):
     monitor = events(run, "monitor")  # the test split beside validation, not used for selection
     assert [(e["step"], e["split"], e["n"]) for e in monitor] == [(6, "test", 64), (12, "test", 64)]
     assert "done: 12 steps" in proc.stdout + proc.stderr
+    # output to a pipe: whole progress lines (the first and the last of a 12-step run), no carriage returns
+    assert "\r" not in proc.stderr and "\r" not in proc.stdout
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("debug:")]
+    assert progress[0].startswith("debug:   0%") and "12/12" in progress[-1]
     # the run folder of a finished run is not clobbered by a second run
     again = train(debug_data, run, check=False)
     assert again.returncode == 2 and "already holds a run" in again.stderr
