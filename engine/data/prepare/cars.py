@@ -13,11 +13,11 @@ from typing import Iterator
 
 import numpy as np
 
+from ...config import IMAGE_SIZES
 from ...errors import DataError
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
-from ...config import IMAGE_SIZES
 from . import command_line, source_checksums
 from .images import resize_square
 
