@@ -48,14 +48,15 @@ def translation_error(model, info, split: str, *, batch_size: int = 256, limit: 
 
     total = info.split(split).count if limit is None else min(limit, info.split(split).count)
     batches = iter_eval_batches(info, split, batch_size, image_size=model.cfg.image_size, limit=limit)
-    with eval_mode(model), progress_bar(total=total, unit="pair", desc="translation error", disable=not progress,
-                                leave=False) as bar:
+    bar = progress_bar(total=total, unit="pair", desc="translation error", disable=not progress, leave=False)
+    with eval_mode(model), bar:
         for b in batches:
             v = {d: b[d].to(device) for d in ("x", "y")}
             out = model(v["x"], v["y"])  # eval mode: every code is its posterior mean
+            means = {name: mu for name, (mu, _) in out.posteriors.items()}
             for direction, (src, dst) in DIRECTIONS.items():
-                z_d = model.encode_exclusive(v[dst], dst)
-                add(f"guided_{{}}_{direction}", model.translate(v[src], dst, exclusive=z_d), v[dst])
+                # what translate(src, dst, exclusive=q mean of dst) decodes; the forward already encoded both
+                add(f"guided_{{}}_{direction}", model.decode(means[f"r{src}"], means[dst], dst), v[dst])
                 add(f"copy_{{}}_{direction}", v[src], v[dst])
             add("reconstruction_{}_x", out.x_hat, v["x"])
             add("reconstruction_{}_y", out.y_hat, v["y"])

@@ -296,14 +296,12 @@ class CopyModel(nn.Module):
         self.cfg = SimpleNamespace(image_size=32)
         self.anchor = nn.Parameter(torch.zeros(1))
 
-    def encode_exclusive(self, v, domain):
-        return v.mean((1, 2, 3))[:, None]
-
-    def translate(self, v, to_domain, exclusive):
-        return v
+    def decode(self, z_s, z_d, domain):  # the shared "code" is the input image itself
+        return z_s
 
     def forward(self, x, y):
-        return SimpleNamespace(x_hat=x, y_hat=y)
+        exclusive = {d: (v.mean((1, 2, 3))[:, None], None) for d, v in (("x", x), ("y", y))}
+        return SimpleNamespace(x_hat=x, y_hat=y, posteriors={"rx": (x, None), "ry": (y, None), **exclusive})
 
 
 def test_translation_error_known_answers(tmp_path):
