@@ -17,7 +17,9 @@ COMMANDS = {
     "prepare": ("engine.data.prepare", "convert a raw dataset into webdataset shards + dataset.json"),
     "train": ("engine.train", "train a recipe (same as `python engine/train.py`)"),
     "eval": ("engine.evaluate", "evaluate a run or Hub model with the paper's retrieval protocol"),
-    "translate": ("engine.translate", "draw translation and exclusive-swap grids"),
+    "translate": ("engine.translate", "translate image files, or draw translation and exclusive-swap grids"),
+    "embed": ("engine.embed", "save the shared (or exclusive) codes of image files"),
+    "retrieve": ("engine.retrieve", "find each query image's nearest images of the other domain"),
     "push": ("engine.hub", "publish a run's selected model to the Hugging Face Hub"),
 }
 

@@ -24,12 +24,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-IMAGE_SIZES = (32, 64, 128, 256)  # the image sides the models build (and `iiae prepare --size` offers)
 
 
 class ModelConfig(_Strict):
     arch: Literal["image", "flat", "mlp"] = "image"
-    image_size: Literal[IMAGE_SIZES] = 256
+    image_size: PositiveInt = 256  # any side the architecture's stride-2 stages divide (checked below)
     channels: PositiveInt = 3
     # conv trunks (image, flat): one stride-2 block per entry
     shared_channels: list[PositiveInt] = [32, 64, 128, 256]

@@ -2,7 +2,9 @@
 
 Paired datasets: Recall@1 X->Y and Y->X over the whole split, squared Euclidean on the flattened r^x / r^y means,
 plus the same on the exclusive q(z^x|x) / q(z^y|y) means (an ablation: ~1/N when the codes are disentangled).
-Sketchy (feature datasets): cosine, every test sketch against every test photo, mAP@all and P@100.
+Also Recall@5 and @10 on the shared codes.
+Sketchy (feature datasets): cosine, every test sketch against every test photo, mAP@all and P@100 (the paper's),
+mAP@200 and P@200 (what later zero-shot SBIR papers report).
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import torch
 from .errors import UserError
 from .models import eval_mode
 from .progress import progress_bar
-from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, precision_at_k, recall_at_1
+from .retrieval import (EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, mean_average_precision_at_k,
+                        precision_at_k, recall_at_1, recall_at_k)
+
+RECALL_KS = (5, 10)  # Recall@K beside the paper's Recall@1 (shared codes), as other retrieval papers report
 
 # ---- embedding ----------------------------------------------------------------------------------------------
 def _device(model: torch.nn.Module, device) -> torch.device:
@@ -80,7 +85,8 @@ def _check_compatible(model, info) -> None:
 def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
                    progress: bool = True) -> dict:
     """Recall@1 both ways on shared (r) and exclusive (q) means over the first `limit` pairs of `split`
-    (default all): keys recall_at_1_x2y, recall_at_1_y2x, exclusive_recall_at_1_x2y/_y2x (fractions), n."""
+    (default all), and Recall@5, @10 on the shared ones: keys recall_at_{1,5,10}_{x2y,y2x},
+    exclusive_recall_at_1_x2y/_y2x (fractions), n."""
     from .data import iter_eval_batches
 
     _check_compatible(model, info)
@@ -90,8 +96,10 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     batches = iter_eval_batches(info, split, batch_size, image_size=_image_size(model), limit=limit)
     specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
     (sx, sy, ex, ey), labels, resized = _embed_many(model, batches, specs, device, progress, total)
+    at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in (("x2y", sx, sy), ("y2x", sy, sx))}
     return {
         **dict(zip(SHARED_RECALL, (recall_at_1(sx, sy), recall_at_1(sy, sx)))),
+        **{f"recall_at_{k}_{way}": at_k[way][k] for k in RECALL_KS for way in at_k},
         **dict(zip(EXCLUSIVE_RECALL, (recall_at_1(ex, ey), recall_at_1(ey, ex)))),
         "n": len(labels),
         "resized_samples": resized,
@@ -101,7 +109,8 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
 def sketchy_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
                     progress: bool = True) -> dict:
     """Zero-shot SBIR: every sketch (x) of `split` against every photo (y), cosine on the shared r means;
-    relevant = same class. Keys map_all, precision_at_100, n_sketches, n_photos."""
+    relevant = same class. Keys map_all, precision_at_100 (the paper's), map_at_200, precision_at_200 (later
+    papers'), n_sketches, n_photos."""
     from .data import iter_eval_batches
 
     _check_compatible(model, info)
@@ -116,6 +125,8 @@ def sketchy_metrics(model, info, split: str, *, batch_size: int = 256, limit: Op
     return {
         "map_all": mean_average_precision(q, g, sketch_cls, photo_cls),
         "precision_at_100": precision_at_k(q, g, sketch_cls, photo_cls, k=min(100, len(g))),
+        "map_at_200": mean_average_precision_at_k(q, g, sketch_cls, photo_cls, k=min(200, len(g))),
+        "precision_at_200": precision_at_k(q, g, sketch_cls, photo_cls, k=min(200, len(g))),
         "n_sketches": len(q),
         "n_photos": len(g),
         "resized_samples": resized,

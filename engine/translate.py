@@ -1,4 +1,5 @@
-"""Translation and exclusive-swap grids (einops + PIL), and `iiae translate RUN --data DIR --out grid.png`.
+"""Translation and exclusive-swap grids (einops + PIL), `iiae translate RUN --data DIR --out grid.png`, and
+translations of image files: `iiae translate RUN --input IMG_OR_DIR --to y --out DIR`.
 
 Translation grid, per direction (X->Y block, then Y->X): each row is the input, three translations with the
 exclusive code drawn from N(0, I), the guided translation (the exclusive code of the true partner), and the
@@ -17,6 +18,7 @@ from einops import rearrange, repeat
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import UserError
+from .image_files import to_uint8
 
 MIN_TILE = 64  # px: tiles are upscaled by an integer factor to at least this
 PAD = 2  # px of white between tiles and around the grid
@@ -24,12 +26,6 @@ HEADER = 14  # px: the band of column labels
 TITLE = 16  # px: the band holding a block's title
 SAMPLES = 3
 TRANSLATION_HEADERS = ["input", "sample 1", "sample 2", "sample 3", "guided", "target"]
-
-
-def to_uint8(v: torch.Tensor) -> torch.Tensor:
-    """[..., C, H, W] in [-1, 1] → [..., C, H, W] uint8 with three channels (greyscale is repeated)."""
-    v = ((v.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return torch.cat([v] * 3, dim=-3) if v.shape[-3] == 1 else v
 
 
 def tile_size(image_size: int) -> int:
@@ -134,16 +130,108 @@ def swap_grid(model, v: torch.Tensor, domain: str, n: Optional[int] = None) -> I
     return tile_grid(tiles, headers, f"{domain}: shared code of the row, exclusive code of the column")
 
 
+# ---- image files -------------------------------------------------------------------------------------------
+FILE_BATCH = 64  # inputs per forward pass when translating files
+SHEET_ROWS = 32  # inputs shown in the contact sheet (every input gets its own file)
+
+
+def strip(images: torch.Tensor) -> Image.Image:
+    """[K, C, H, W] in [−1, 1] → one PIL image of the K side by side, at the model's resolution (no margins)."""
+    return Image.fromarray(rearrange(to_uint8(images), "k c h w -> h (k w) c").numpy())
+
+
+@torch.no_grad()
+def translate_files(model, files: list[Path], root: Path, to_domain: str, out: Path, *, n: int = 3,
+                    exclusive_from: Optional[Path] = None, seed: int = 0, progress: bool = True) -> list[Path]:
+    """Translate image files (of the other domain) into `to_domain`: per input, `out/<relative path>.png` holding
+    the n translations side by side (exclusive codes from N(0, I), seeded), or the one guided translation with the
+    exclusive code of `exclusive_from` (an image of `to_domain`); then `out/contact_sheet.png` (the first
+    SHEET_ROWS inputs beside their translations, labelled).
+    Sizes and modes are converted as training data was, with a notice on stderr. Returns the files written."""
+    from collections import Counter
+
+    from .image_files import load_images, notice
+    from .models import eval_mode
+    from .models.iiae import OTHER
+    from .progress import progress_bar
+
+    device, size = _model_device(model), model.cfg.image_size
+    changed: Counter = Counter()
+    guide = None
+    if exclusive_from is not None:
+        guide = model.encode_exclusive(load_images([exclusive_from], size, changed).to(device), to_domain)
+    gen = torch.Generator().manual_seed(seed)
+    written, sheet_rows = [], []
+    with eval_mode(model), progress_bar(total=len(files), unit="image", desc="translating",
+                                        disable=not progress) as bar:
+        for start in range(0, len(files), FILE_BATCH):
+            chunk = files[start:start + FILE_BATCH]
+            v = load_images(chunk, size, changed).to(device)
+            if guide is not None:
+                outs = model.translate(v, to_domain, exclusive=guide.expand(len(v), -1))[None]
+            else:
+                outs = model.translate(v, to_domain, n=n, generator=gen)  # [n, B, ...]
+            for i, path in enumerate(chunk):
+                target = out / path.relative_to(root).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                strip(outs[:, i]).save(target)
+                written.append(target)
+            if start < SHEET_ROWS:
+                rows = torch.cat([v[:, None], rearrange(outs, "k b ... -> b k ...")], dim=1)
+                sheet_rows.append(rows[:SHEET_ROWS - start].cpu())
+            bar.update(len(chunk))
+    notice(changed, len(files) + (exclusive_from is not None), size)
+    rows = torch.cat(sheet_rows)
+    if guide is not None:
+        source = load_images([exclusive_from], size).expand(len(rows), -1, -1, -1)
+        rows = torch.cat([rows[:, :1], source[:, None], rows[:, 1:]], dim=1)
+        headers = ["input", "excl. from", "guided"]
+    else:
+        headers = ["input"] + [f"sample {k + 1}" for k in range(n)]
+    shown = f"the first {len(rows)} of {len(files)}" if len(rows) < len(files) else f"{len(files)}"
+    sheet = tile_grid(rows, headers, f"{OTHER[to_domain]} -> {to_domain}: {shown} file(s) from {root}")
+    sheet.save(out / "contact_sheet.png")
+    return written + [out / "contact_sheet.png"]
+
+
 # ---- CLI ----------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR_OR_HUB_ID", help="run dir (uses <run>/best), model folder, or Hub repo id")
-    p.add_argument("--data", help="prepared dataset folder (default: the recipe's data.root)")
-    p.add_argument("--out", help="PNG to write (default: <run>/samples/translation.png for a run dir); "
-                                 "the swap grid goes next to it as <stem>_swap.png")
-    p.add_argument("--n", type=int, default=6, help="rows (pairs) per grid")
-    p.add_argument("--split", default="test")
+    p.add_argument("--input", metavar="IMG_OR_DIR",
+                   help="translate these image files (of the other domain than --to) instead of drawing grids")
+    p.add_argument("--to", choices=("x", "y"), help="with --input: the domain to translate into")
+    p.add_argument("--exclusive-from", metavar="IMG",
+                   help="with --input: take the exclusive code (style) from this image of the --to domain")
+    p.add_argument("--data", help="grids: prepared dataset folder (default: the recipe's data.root)")
+    p.add_argument("--out", help="grids: PNG to write (default: <run>/samples/translation.png for a run dir; the "
+                                 "swap grid goes next to it as <stem>_swap.png); --input: the output folder")
+    p.add_argument("--n", type=int, default=None,
+                   help="grids: rows (pairs) per grid (default 6); --input: translations per file (default 3)")
+    p.add_argument("--split", default="test", help="grids: the dataset split to draw from")
     p.add_argument("--seed", type=int, default=0, help="seed of the N(0, I) exclusive codes")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+
+
+def _run_files(args: argparse.Namespace, model) -> int:
+    from .image_files import find_inputs
+
+    if args.to is None:
+        raise UserError("--to: required with --input (x or y: the domain to translate into)")
+    if args.out is None:
+        raise UserError("--out: required with --input (the folder for the translated images)")
+    if args.exclusive_from is not None and args.n is not None:
+        raise UserError("--n and --exclusive-from: pick one (N(0, I) samples, or the style of one image)")
+    if len(model.input_shape) != 3:
+        raise UserError(f"{args.run}: a feature model (arch {model.cfg.arch}) translates vectors, not image files")
+    root, files = find_inputs(args.input)
+    style = None
+    if args.exclusive_from is not None:
+        style = find_inputs(args.exclusive_from, option="--exclusive-from")[1][0]
+    out = Path(args.out)
+    written = translate_files(model, files, root, args.to, out, n=args.n or SAMPLES, exclusive_from=style,
+                              seed=args.seed)
+    print(f"wrote {len(written) - 1} translation(s) into {out}/ and {written[-1]}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,9 +239,14 @@ def run(args: argparse.Namespace) -> int:
     from .device import resolve_device
     from .run_dir import data_root, load_model, resolve_run
 
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
+    if args.input is None and (args.to or args.exclusive_from):
+        raise UserError("--to and --exclusive-from apply to --input IMG_OR_DIR")
     _, run_dir = resolve_run(args.run)
+    if args.input is not None:
+        return _run_files(args, load_model(args.run, resolve_device(args.device)))
+    n = args.n or 6
     if args.out is None and run_dir is None:
         raise UserError("--out is required when RUN is a Hub repo id")
     out = Path(args.out) if args.out else run_dir.samples / "translation.png"
@@ -161,13 +254,12 @@ def run(args: argparse.Namespace) -> int:
     info = load_dataset_info(data_root(args.run, args.data))
     if info.kind != "image":
         raise UserError(f"dataset {info.name} holds {info.kind}s, not images: translation grids apply to image datasets")
-    batch = next(iter(iter_eval_batches(info, args.split, args.n, image_size=model.cfg.image_size,
-                                        limit=args.n)), None)
+    batch = next(iter(iter_eval_batches(info, args.split, n, image_size=model.cfg.image_size, limit=n)), None)
     if batch is None:
         raise UserError(f"{info.name}/{args.split} is empty")
     gen = torch.Generator().manual_seed(args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    translation_grid(model, batch["x"], batch["y"], args.n, gen).save(out)
+    translation_grid(model, batch["x"], batch["y"], n, gen).save(out)
     swap = out.with_name(f"{out.stem}_swap{out.suffix or '.png'}")
     vstack([swap_grid(model, batch["x"], "x"), swap_grid(model, batch["y"], "y")]).save(swap)
     print(f"wrote {out}\nwrote {swap}")

@@ -13,7 +13,7 @@ import torch
 
 from .models.iiae import eval_mode
 from .progress import progress_bar
-from .translate import to_uint8
+from .image_files import to_uint8
 
 DIRECTIONS = {"x2y": ("x", "y"), "y2x": ("y", "x")}
 

@@ -24,7 +24,8 @@ from .errors import UserError
 from .models.iiae import eval_mode
 from .progress import progress_bar
 from .retrieval import nearest
-from .translate import tile_grid, to_uint8
+from .image_files import to_uint8
+from .translate import tile_grid
 from .translation_error import l1_psnr
 
 AZIMUTHS, ELEVATIONS = 23, 4  # Y azimuths 1..23 per elevation

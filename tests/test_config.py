@@ -51,7 +51,7 @@ BAD = [
     ("zero batch", "data.batch_size=0", "data.batch_size"),
     ("wrong type", "train.max_steps=many", "train.max_steps"),
     ("bad arch", "model.arch=resnet", "model.arch"),
-    ("bad size", "model.image_size=48", "model.image_size"),
+    ("bad size", "model.image_size=36", "stride-2 stages do not fit image_size 36"),
     ("decoder mismatch", "model.decoder_channels=[8]", "decoder_channels"),
     ("malformed override", "train.max_steps", "expected key.sub=value"),
 ]

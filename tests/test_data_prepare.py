@@ -348,3 +348,51 @@ def test_catalogue_hints_are_prepare_calls_of_their_source(tmp_path):
             args = parser.parse_args(words[2:])
             assert args.source == known.source and args.out == tmp_path / f"{hint.word}_64"
             assert hint.sized <= (getattr(args, "size", None) == 64)
+
+
+def _parquet_folder(tmp_path):
+    """A folder of parquet data files (what most Hub datasets hold): train 5 rows, test 3 rows."""
+    import datasets
+
+    saved = tmp_path / "saved"
+    write_hf_pairs(saved, {"train": 5, "test": 3})
+    folder = tmp_path / "parquet"
+    (folder / "data").mkdir(parents=True)
+    for split, ds in datasets.load_from_disk(str(saved)).items():
+        ds.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def test_hf_split_limit_and_streaming_on_data_files(tmp_path):
+    folder = _parquet_folder(tmp_path)
+    out = tmp_path / "out"
+    assert prepare("hf", "--dataset", folder, "--split", "test", "--limit", 2, "--x-column", "a", "--y-column", "b",
+                   "--cls-column", "label", "--size", 16, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert {k: v.count for k, v in info.splits.items()} == {"test": 2}
+    assert "--split test --limit 2" in info.command
+    streamed = tmp_path / "streamed"
+    assert prepare("hf", "--dataset", folder, "--streaming", "--limit", 4, "--x-column", "a", "--y-column", "b",
+                   "--cls-column", "label", "--size", 16, "--out", streamed) == 0
+    info_s = load_dataset_info(streamed)
+    assert {k: v.count for k, v in info_s.splits.items()} == {"train": 4, "test": 3}
+    assert info_s.provenance["streaming"] is True and info_s.command.endswith("--size 16 --streaming")
+    # streaming reads the same rows, converted the same way
+    a = samples(info, "test")
+    b = samples(info_s, "test")[:2]
+    assert all(np.array_equal(r1["x"], r2["x"]) and r1["cls"] == r2["cls"] for (_, r1), (_, r2) in zip(a, b))
+
+
+def test_hf_option_and_dependency_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    saved = tmp_path / "saved"
+    write_hf_pairs(saved)
+    assert prepare("hf", "--dataset", saved, "--config", "big", "--x-column", "a", "--y-column", "b",
+                   "--out", tmp_path / "o1") == 2
+    assert "--config: " in capsys.readouterr().err
+    assert prepare("hf", "--dataset", saved, "--x-column", "a", "--y-column", "label", "--out", tmp_path / "o2") == 2
+    assert "column 'label' is not an Image column" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "datasets", None)  # what a broken install looks like: the import fails
+    assert prepare("hf", "--dataset", saved, "--x-column", "a", "--y-column", "b", "--out", tmp_path / "o3") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs the `datasets` package" in err[0] and "pip install" in err[0]
+    assert not (tmp_path / "o3" / "dataset.json").exists()

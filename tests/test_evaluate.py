@@ -71,6 +71,7 @@ def test_paired_metrics_known_answers(tmp_path):
     m = paired_metrics(model, info, "test", batch_size=16, progress=False)
     assert m["n"] == 40
     assert m["recall_at_1_x2y"] == 1.0 and m["recall_at_1_y2x"] == 1.0
+    assert m["recall_at_5_x2y"] == m["recall_at_10_y2x"] == 1.0
     # constant exclusive codes: every distance ties, the lowest index wins, so only pair 0 is a hit
     assert m["exclusive_recall_at_1_x2y"] == pytest.approx(1 / 40)
     assert m["exclusive_recall_at_1_y2x"] == pytest.approx(1 / 40)
@@ -80,14 +81,16 @@ def test_paired_metrics_known_answers(tmp_path):
     shuffled = load_dataset_info(_paired_dataset(tmp_path / "shuffled", 40, shuffle_y=True))
     m = paired_metrics(IdentityCodes(), shuffled, "test", progress=False)
     assert m["recall_at_1_x2y"] <= 3 / 40  # only fixed points of the permutation
+    assert m["recall_at_1_x2y"] <= m["recall_at_5_x2y"] <= m["recall_at_10_x2y"] < 1
 
 
 def test_sketchy_metrics_known_answers(tmp_path):
     info = load_dataset_info(_sketchy_dataset(tmp_path / "sk"))
     m = sketchy_metrics(IdentityCodes(arch="mlp"), info, "test", batch_size=4, progress=False)
     # identical features within a class: every photo of the sketch's class ranks first
-    assert m == {"map_all": 1.0, "precision_at_100": pytest.approx(5 / 20), "n_sketches": 12, "n_photos": 20,
-                 "resized_samples": 0}
+    # (k = 100 and 200 exceed the 20 photos: the whole gallery)
+    assert m == {"map_all": 1.0, "precision_at_100": pytest.approx(5 / 20), "map_at_200": 1.0,
+                 "precision_at_200": pytest.approx(5 / 20), "n_sketches": 12, "n_photos": 20, "resized_samples": 0}
     assert evaluate(IdentityCodes(arch="mlp"), info, "test", progress=False)["map_all"] == 1.0
     with pytest.raises(UserError, match="per-domain"):
         paired_metrics(IdentityCodes(arch="mlp"), info, "test")

@@ -155,7 +155,9 @@ def odd_images() -> dict[str, tuple[str, bytes]]:
     }
 
 
-EXPECTED = {"000025": 77, "000026": (10, 200, 30), "000027": 128, "000028": 90}  # pixel values after conversion
+# pixel values after conversion; RGBA is composited on white (alpha 40 of 255): c + (255 - c) * (1 - 40/255)
+EXPECTED = {"000025": 77, "000026": tuple(round(c + (255 - c) * (1 - 40 / 255)) for c in (10, 200, 30)),
+            "000027": 128, "000028": 90}
 
 
 def rewrite_shard(root: Path, name: str, replace: dict[str, tuple[str, bytes]]) -> None:
@@ -197,7 +199,7 @@ def check_odd_values(x: torch.Tensor, y: torch.Tensor, key: str) -> None:
         assert 120 <= value.min() and value.max() <= 135
     else:
         expected = np.broadcast_to(np.asarray(EXPECTED[key]).reshape(-1, 1, 1), value.shape)
-        np.testing.assert_array_equal(value, expected)
+        np.testing.assert_allclose(value, expected, atol=1 if key == "000026" else 0)  # Pillow's own rounding
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from engine.retrieval import mean_average_precision, nearest, precision_at_k, recall_at_1
+from engine.retrieval import (mean_average_precision, mean_average_precision_at_k, nearest, partner_ranks, precision_at_k,
+                              recall_at_1, recall_at_k, top_k)
 
 
 def test_identity_gallery_is_perfect():
@@ -98,3 +99,46 @@ def test_large_inputs_run_chunked():
     gen = torch.Generator().manual_seed(2)
     q = torch.randn(1500, 8192, generator=gen)
     assert recall_at_1(q, q + 1e-3 * torch.randn(q.shape, generator=gen), chunk=512) == 1.0
+
+
+def test_partner_ranks_and_recall_at_k_against_a_full_sort():
+    gen = torch.Generator().manual_seed(3)
+    q, g = torch.randn(57, 6, generator=gen), torch.randn(57, 6, generator=gen)
+    g[10] = g[3]  # a tie: query 10's partner ties with row 3, which ranks first
+    d = torch.cdist(q, g).pow(2)
+    expected = torch.tensor([int((d[i] < d[i, i]).sum() + ((d[i] == d[i, i]) & (torch.arange(57) < i)).sum())
+                             for i in range(57)])
+    assert torch.equal(partner_ranks(q, g, chunk=8), expected)
+    at_k = recall_at_k(q, g, (1, 5, 10, 57), chunk=16)
+    assert at_k == {k: (expected < k).float().mean().item() for k in (1, 5, 10, 57)}
+    assert at_k[1] == recall_at_1(q, g) and at_k[57] == 1.0 and at_k[1] < at_k[5] < at_k[10]
+
+
+def test_top_k_is_the_sorted_head_for_both_metrics():
+    gen = torch.Generator().manual_seed(4)
+    q, g = torch.randn(9, 5, generator=gen), torch.randn(30, 5, generator=gen)
+    idx, dist = top_k(q, g, 4, chunk=4)
+    full = torch.cdist(q, g).pow(2)
+    assert torch.equal(idx, full.argsort(1)[:, :4])
+    torch.testing.assert_close(dist, full.sort(1).values[:, :4], atol=1e-4, rtol=1e-4)
+    idx, sim = top_k(q * 7, g, 3, metric="cosine")  # cosine ignores the query's norm
+    cos = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(g, dim=1).T
+    assert torch.equal(idx, cos.argsort(1, descending=True)[:, :3])
+    assert top_k(q, g[:2], 10)[0].shape == (9, 2)  # k beyond the gallery: all of it
+    with pytest.raises(ValueError, match="metric must be"):
+        top_k(q, g, 3, metric="manhattan")
+
+
+def test_map_at_k_hand_computed():
+    # one query; gallery ranked by cosine: relevant at ranks 1, 3 and 5 (of 6)
+    q = torch.tensor([[1.0, 0.0]])
+    angles = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    g = torch.stack([angles.cos(), angles.sin()], 1)
+    q_cls, g_cls = torch.tensor([1]), torch.tensor([1, 0, 1, 0, 1, 0])
+    # top 3: ranks 1 and 3 relevant → (1/1 + 2/3) / 2; top 6 equals mAP@all
+    assert mean_average_precision_at_k(q, g, q_cls, g_cls, k=3) == pytest.approx((1 + 2 / 3) / 2)
+    assert mean_average_precision_at_k(q, g, q_cls, g_cls, k=6) == pytest.approx(
+        mean_average_precision(q, g, q_cls, g_cls))
+    assert mean_average_precision_at_k(q, g, q_cls, torch.zeros(6, dtype=torch.long), k=3) == 0.0
+    with pytest.raises(ValueError, match="exceeds the gallery"):
+        mean_average_precision_at_k(q, g, q_cls, g_cls, k=7)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import IMAGE_SIZES
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,7 @@ SOURCES = (
     Source("pix2pix", "pix2pix Facades or Maps: side-by-side JPEG pairs"),
     Source("cars", "3D Cars: car_XXX_mesh.mat renders, azimuth 0 <-> the other azimuths"),
     Source("sketchy", "Sketchy (SketchyVGG features): per-domain sketch and photo features"),
+    Source("paired", "your own paired images: side-by-side pair files, or two folders of matching file names"),
     Source("hf", "any Hugging Face dataset with two paired image columns"),
 )
 
@@ -63,7 +63,7 @@ DATASETS = (
     Dataset("mnist-cdcb", "mnist-cdcb", "CB: a white digit on a coloured background", "CD: a coloured digit on black",
             hints=(Hint("debug", "--size 32 --limit 64"), Hint("mnist", "", sized=True))),
 )
-_SIZE_ENDING = re.compile(rf"_({'|'.join(map(str, IMAGE_SIZES))})$")
+_SIZE_ENDING = re.compile(r"_(\d+)$")
 
 
 def dataset(name: str) -> Optional[Dataset]:

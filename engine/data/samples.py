@@ -57,8 +57,8 @@ def decode_field(sample: dict[str, Any], field: str) -> np.ndarray:
 
 def decode_fitted(sample: dict[str, Any], field: str, size: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
     """decode_field, with an image of another mode or (given `size`) another size than size×size converted to
-    RGB uint8 (16-bit scaled, not clipped) and resized (bilinear, antialiased when shrinking). Also returns what
-    was changed ("48×32 L"), or None. Pillow's decompression-bomb limit is a decode error, warning zone included."""
+    RGB uint8 (`to_rgb`: 16-bit scaled, alpha on white) and resized (bilinear, antialiased when shrinking). Also
+    returns what was changed ("48×32 L"), or None. Pillow's decompression-bomb limit is a decode error, warning zone included."""
     if f"{field}.png" in sample:
         from PIL import Image
 
@@ -69,11 +69,10 @@ def decode_fitted(sample: dict[str, Any], field: str, size: Optional[int]) -> tu
                                                    f"{limit} pixels (decompression bomb?)")
             if img.mode == "RGB" and (size is None or img.size == (size, size)):
                 return np.asarray(img), None
+            from .prepare.images import to_rgb
+
             odd = f"{img.width}×{img.height} {img.mode}"
-            if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grey: Pillow's convert would clip at 255
-                grey = np.clip(np.asarray(img, dtype=np.float32), 0, 65535) / 257
-                img = Image.fromarray(np.rint(grey).astype(np.uint8), mode="L")
-            img = img.convert("RGB")
+            img = to_rgb(img)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)  # Pillow's filters antialias downscaling
             return np.asarray(img), odd

@@ -124,11 +124,48 @@ class IIAE(
                             "refusing to load non-finite weights")
         return model
 
+    # ---- inputs -----------------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input: (channels, image_size, image_size) for image models, (feature_dim,) else."""
+        from . import input_kind
+
+        if input_kind(self.cfg) == "image":
+            return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
+        return (self.cfg.feature_dim,)
+
+    def preprocess(self, images) -> torch.Tensor:
+        """PIL images or image paths (one, or a sequence) → float [B, 3, S, S] in [−1, 1] on the model's device,
+        made as `iiae prepare` made the training data: RGB, resized to the model's image_size (area filter
+        when shrinking)."""
+        from ..image_files import load_images
+
+        if len(self.input_shape) != 3:
+            raise ValueError(f"arch {self.cfg.arch} reads {self.cfg.feature_dim}-d feature vectors, not images")
+        single = isinstance(images, (str, Path)) or hasattr(images, "getpixel")  # a path or one PIL image
+        return load_images([images] if single else images, self.cfg.image_size).to(next(self.parameters()).device)
+
+    @staticmethod
+    def postprocess(images: torch.Tensor):
+        """Decoder output [B, 3, H, W] (or one [3, H, W]) in [−1, 1] → a list of PIL images (or one)."""
+        from ..image_files import to_pil
+
+        return to_pil(images[None])[0] if images.dim() == 3 else to_pil(images)
+
+    def _check_input(self, v: torch.Tensor) -> None:
+        # convolutions accept any size: a 64-px image would silently come back 64 px from a 32-px model
+        if tuple(v.shape[1:]) != self.input_shape or v.dim() != len(self.input_shape) + 1:
+            what = "images" if len(self.input_shape) == 3 else "feature vectors"
+            hint = "; IIAE.preprocess resizes images" if len(self.input_shape) == 3 else ""
+            raise ValueError(f"expected {what} [B, {', '.join(map(str, self.input_shape))}] for this model, got "
+                             f"shape {list(v.shape)}{hint}")
+
     # ---- encoders -------------------------------------------------------------------------------------
     def _clip(self, logvar: torch.Tensor) -> torch.Tensor:
         return logvar.clamp(max=self.objective.logvar_max)
 
     def _as_weights(self, v: torch.Tensor) -> torch.Tensor:
+        self._check_input(v)
         # DeepSpeed bf16/fp16 casts the weights, not the inputs (accelerate's autocast is off under DeepSpeed)
         dtype = next(self.parameters()).dtype
         return v if v.dtype == dtype else v.to(dtype)

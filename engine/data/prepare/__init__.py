@@ -29,6 +29,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+MIN_IMAGE_SIZE = 8  # px: the smallest side any image architecture can downsample
+
+
+def image_side(text: str) -> int:
+    """`--size`: any side the image models can read (they check that their stride-2 stages fit it)."""
+    value = int(text)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an image side of at least {MIN_IMAGE_SIZE} px, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     for source in SOURCES:

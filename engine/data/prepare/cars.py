@@ -13,12 +13,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ...config import IMAGE_SIZES
 from ...errors import DataError
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
-from . import command_line, source_checksums
+from . import command_line, image_side, source_checksums
 from .images import resize_square
 
 SHAPE = (128, 128, 3, 24, 4)
@@ -29,7 +28,7 @@ _NAME = re.compile(r"car_(\d+)_mesh\.mat$")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of car_XXX_mesh.mat files")
-    p.add_argument("--size", type=int, choices=IMAGE_SIZES, default=SHAPE[0], help="image size in px (default 128)")
+    p.add_argument("--size", type=image_side, default=SHAPE[0], help="image size in px (default 128)")
 
 
 def _renders(path: Path) -> np.ndarray:

@@ -21,12 +21,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ...config import IMAGE_SIZES
 from ...errors import DataError, first_line
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
-from . import command_line, non_negative_int, positive_int
+from . import command_line, image_side, non_negative_int, positive_int
 
 TRAIN_END = 50_000  # MNIST train images before this index are train, the rest valid
 PAIRS_PER_WORKER = 5_000
@@ -35,7 +34,7 @@ FILES = {"train_images": "train-images*idx3-ubyte*", "train_labels": "train-labe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=int, choices=IMAGE_SIZES, default=256, help="image size in px (default 256)")
+    p.add_argument("--size", type=image_side, default=256, help="image size in px (default 256)")
     p.add_argument("--mnist", type=Path, metavar="DIR",
                    help="folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="at most N pairs per split (debug data)")

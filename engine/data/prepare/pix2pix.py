@@ -9,12 +9,11 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from ...config import IMAGE_SIZES
 from ...errors import DataError
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
-from . import command_line, source_checksums
+from . import command_line, image_side, source_checksums
 from .images import resize_square, source_order
 
 MAPS_VALID_LAST = 800  # maps valid = train images numbered 1..800
@@ -30,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", choices=sorted(LAYOUT), required=True, help="which pix2pix dataset")
     p.add_argument("--src", type=Path, required=True, metavar="DIR",
                    help="the extracted pix2pix folder holding train/ val/ (and test/ for facades)")
-    p.add_argument("--size", type=int, choices=IMAGE_SIZES, default=256, help="image size in px")
+    p.add_argument("--size", type=image_side, default=256, help="image size in px")
 
 
 def _files(src: Path, folder: str) -> list[Path]:
