@@ -73,6 +73,8 @@ class ObjectiveConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    # a folder (`~` and $VARS expanded) or a URL: https://host/dir, pipe:CMD with {} for the file name
+    # (engine.data.location)
     root: str
     batch_size: PositiveInt = 8
     num_workers: NonNegativeInt = 2
@@ -94,6 +96,15 @@ class DataConfig(_Strict):
     valid_limit: Optional[PositiveInt] = None
     # Sketchy: one sketch and one photo of each training class per step
     class_matched: bool = False
+    # shard check at start: all (sha256 of every shard), size (byte sizes: cheap for remote data), none;
+    # default: all for a local folder, size for a URL
+    verify: Optional[Literal["all", "size", "none"]] = None
+
+    @property
+    def verify_mode(self) -> str:
+        from .data.location import is_remote
+
+        return self.verify or ("size" if is_remote(self.root) else "all")
 
     @model_validator(mode="after")
     def _cache_in_process(self) -> "DataConfig":

@@ -16,6 +16,10 @@ class LineProgress(plain_tqdm):
     def clear(self, nolock: bool = False) -> None:  # nothing on screen to erase
         pass
 
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs) -> None:
+        # tqdm redraws at once by default: in a log that is one line per call (the trainer's every log_every)
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
     def display(self, msg=None, pos=None) -> bool:
         # close() passes pos=0 and ends the line itself
         self.fp.write((msg if msg is not None else str(self)) + ("" if pos == 0 else "\n"))

@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # run as a script: import the package, not siblin
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from engine.config import load_recipe
+from engine.data.location import is_remote
 from engine.errors import UserError
 from engine.run_dir import RunDir, check_output_dir
 from engine.trainer import Trainer
@@ -29,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    run_dir = RunDir(check_output_dir(recipe.train.output_dir, {"data.root": recipe.data.root}))
+    local_data = {} if is_remote(recipe.data.root) else {"data.root": recipe.data.root}
+    run_dir = RunDir(check_output_dir(recipe.train.output_dir, local_data))
     try:
         trainer = Trainer.build(recipe, run_dir, resume=args.resume or recipe.train.resume == "auto",
                                 explicit_resume=args.resume, overwrite=args.overwrite)

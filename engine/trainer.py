@@ -122,7 +122,8 @@ class Trainer:
         if run is not None:
             from .data import load_dataset_info, train_batches_per_epoch
 
-            info = load_dataset_info(recipe.data.root, verify=main)
+            # the main process checks the shards (other ranks only read dataset.json)
+            info = load_dataset_info(recipe.data.root, verify=recipe.data.verify_mode if main else "none")
             check_fits(recipe.model, info, notice=main)
             train_batches_per_epoch(recipe, info, accelerator.num_processes)  # refuses a batch that cannot fit
             _check_eval_splits(recipe, info)

@@ -25,3 +25,13 @@ def test_off_a_terminal_transient_bars_are_silent(capsys):
         bar.update(2)
     err = capsys.readouterr().err
     assert "embedding" not in err and "\r" not in err and "2/2" in err.splitlines()[-1]
+
+
+def test_postfix_updates_wait_for_the_interval(capsys):
+    # the trainer sets the loss every log_every steps: off a terminal that must not print a line each time
+    with progress_bar(total=100, desc="train") as bar:
+        for step in range(100):
+            bar.update(1)
+            bar.set_postfix(loss=f"{step:.4g}")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "100/100" in lines[-1] and "loss=99" in lines[-1]  # the start, then the end

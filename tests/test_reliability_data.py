@@ -175,7 +175,7 @@ def rewrite_shard(root: Path, name: str, replace: dict[str, tuple[str, bytes]]) 
     def new_sha(d):
         for shard in d["splits"]["train"]["shards"]:
             if shard["file"] == name:
-                shard["sha256"] = sha256_file(path)
+                shard["sha256"], shard["size"] = sha256_file(path), path.stat().st_size
 
     edit_info(root, new_sha)
 

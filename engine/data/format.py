@@ -33,6 +33,7 @@ class ShardInfo(BaseModel):
     file: str
     count: NonNegativeInt
     sha256: str  # sha256_file of the shard
+    size: Optional[NonNegativeInt] = None  # bytes (datasets written before this field lack it)
 
     @field_validator("file")
     @classmethod
@@ -59,7 +60,8 @@ class SplitInfo(BaseModel):
 
 
 class DatasetInfo(BaseModel):
-    """What `dataset.json` holds, plus `root`: the folder it was loaded from (not stored)."""
+    """What `dataset.json` holds, plus `root`: where it was loaded from (not stored): a folder or a URL
+    (`engine.data.location`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     format: Literal[1] = 1
@@ -77,7 +79,7 @@ class DatasetInfo(BaseModel):
     provenance: dict[str, Any]
     generator: dict[str, str]
     seed: Optional[int] = None
-    root: Path = Field(Path("."), exclude=True)
+    root: str = Field(".", exclude=True)
 
     def split_name(self, split: str, domain: Optional[str] = None) -> str:
         """The stored split holding `split` for `domain` ("x"|"y"); per-domain layouts need a domain."""
@@ -93,16 +95,30 @@ class DatasetInfo(BaseModel):
         found = self.splits.get(name)
         if found is None:
             have = ", ".join(sorted(self.splits)) or "none"
-            raise DataError(f"{self.root / INFO_FILE}: no shards for split '{name}' (it has: {have}); "
+            raise DataError(f"{self.info_file}: no shards for split '{name}' (it has: {have}); "
                             f"re-create the folder with `{self.fix_command()}` or pick another split")
         if found.count == 0:  # nothing to draw: the training stream would never yield a batch
-            raise DataError(f"{self.root / INFO_FILE}: split '{name}' is empty (0 samples in "
+            raise DataError(f"{self.info_file}: split '{name}' is empty (0 samples in "
                             f"{len(found.shards)} shards); re-create the folder with `{self.fix_command()}` "
                             f"or pick another split")
         return found
 
-    def path(self, shard: ShardInfo) -> Path:
-        return self.root / shard.file
+    @field_validator("root", mode="before")
+    @classmethod
+    def _as_text(cls, root: Any) -> str:
+        return str(root)  # a Path from callers; URLs stay URLs
+
+    @property
+    def info_file(self) -> str:
+        from .location import join
+
+        return join(self.root, INFO_FILE)
+
+    def path(self, shard: ShardInfo) -> str:
+        """Where the shard is: a local path or a URL (what `location.open_location` reads)."""
+        from .location import join
+
+        return join(self.root, shard.file)
 
     def fix_command(self) -> str:
         return f"{self.command} --out {self.root} --overwrite"

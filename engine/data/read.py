@@ -3,6 +3,7 @@ training's tolerant read (skips and counts bad samples) and evaluation's strict,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -15,77 +16,143 @@ from pydantic import ValidationError
 from ..config import format_validation_error
 from ..errors import DataError, first_line
 from .catalogue import prepare_hint
-from .format import INFO_FILE, DatasetInfo, sha256_file
+from .format import INFO_FILE, DatasetInfo
+from .location import join
 from .samples import decode_cls, decode_fitted, has_field
 
 
-def load_dataset_info(root: str | os.PathLike, verify: bool | tuple[str, ...] = False) -> DatasetInfo:
-    """Read `root/dataset.json` and check every listed shard exists; with verify, also its sha256 — of every split
-    (True), or only of the named splits (a tuple; "test" covers per-domain "test-<domain>" splits too)."""
-    root = Path(root)
-    info_path = root / INFO_FILE
-    if not info_path.is_file():
-        state = ("folder does not exist" if not root.exists() else
-                 "folder is empty" if root.is_dir() and not any(root.iterdir()) else "no dataset.json")
-        raise DataError(f"{info_path}: not found ({state}); create the dataset with `{prepare_hint(root)}`")
+VERIFY = ("all", "size", "none")  # `data.verify`: sha256 of every shard, byte sizes only, nothing
+
+
+def _read_info_file(root: str) -> tuple[str, dict]:
+    """(location of dataset.json, its JSON object) for a local folder or a URL; DataError with the fix."""
+    from .location import is_remote, local_folder, read_bytes
+
+    info_path = join(root, INFO_FILE)
+    if is_remote(root):
+        try:
+            text = read_bytes(info_path)
+        except Exception as err:  # curl's exit status, a failed command, a refused connection
+            raise DataError(f"{info_path}: cannot read ({first_line(err)}); expected a dataset served at "
+                            f"{root} (made by `iiae prepare`)") from None
+        fix = f"serve a dataset made by `iiae prepare` at {root}"
+    else:
+        folder = local_folder(root)
+        if not (folder / INFO_FILE).is_file():
+            state = ("folder does not exist" if not folder.exists() else
+                     "folder is empty" if folder.is_dir() and not any(folder.iterdir()) else "no dataset.json")
+            raise DataError(f"{info_path}: not found ({state}); create the dataset with `{prepare_hint(folder)}`")
+        try:
+            text = (folder / INFO_FILE).read_bytes()
+        except OSError as err:
+            raise DataError(f"{info_path}: unreadable ({first_line(err)}); re-create it with "
+                            f"`{prepare_hint(folder)} --overwrite`") from None
+        fix = f"re-create it with `{prepare_hint(folder)} --overwrite`"
     try:
-        data = json.loads(info_path.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{info_path}: unreadable ({first_line(err)}); re-create it with `{prepare_hint(root)} --overwrite`") \
-            from None
+        data = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"{info_path}: unreadable ({first_line(err)}); {fix}") from None
     if not isinstance(data, dict):
         raise DataError(f"{info_path}: expected a JSON object (format, name, kind, splits, ...), got a "
-                        f"{type(data).__name__}; re-create it with `{prepare_hint(root)} --overwrite`")
+                        f"{type(data).__name__}; {fix}")
+    return info_path, data
+
+
+def load_dataset_info(root: str | os.PathLike, verify: bool | str | tuple[str, ...] = False) -> DatasetInfo:
+    """Read `dataset.json` of the dataset at `root` (a folder or a URL: `engine.data.location`) and check its
+    shards: verify=False or "none" — local shards exist; "size" — each shard exists and has its recorded byte size
+    (HTTP: a HEAD request; commands: not checked); True or "all" — also its sha256 (read whole, remote ones too);
+    a tuple — sha256 of the named splits only ("test" covers per-domain "test-<domain>" splits too)."""
+    from .location import is_remote, size_of
+
+    root = str(root)
+    info_path, data = _read_info_file(root)
+    remote = is_remote(root)
     try:
         info = DatasetInfo.model_validate({**data, "root": root})
     except ValidationError as err:
         command = data.get("command")
-        fix = f"{command} --out {root}" if isinstance(command, str) and command else prepare_hint(root)
+        fix = f"{command} --out {root}" if isinstance(command, str) and command else prepare_hint(Path(root))
         raise DataError(f"{format_validation_error(info_path, err)}; re-create it with `{fix} --overwrite`") from None
+    if verify not in (True, False) and not isinstance(verify, tuple) and verify not in VERIFY:
+        raise ValueError(f"verify must be a bool, a tuple of splits or one of {VERIFY}, got {verify!r}")
+    fix = f"re-create the folder with `{info.fix_command()}`"
     for name, split in info.splits.items():
-        hashed = verify is True or (bool(verify) and any(name == s or name.startswith(f"{s}-") for s in verify))
+        hashed = verify in (True, "all") or (isinstance(verify, tuple) and any(
+            name == s or name.startswith(f"{s}-") for s in verify))
+        sized = hashed or verify == "size"
         for shard in split.shards:
             path = info.path(shard)
-            if not path.is_file():
-                raise DataError(f"{path}: shard listed in {info_path} is missing; "
-                                f"re-create the folder with `{info.fix_command()}`")
-            if hashed and sha256_file(path) != shard.sha256:
-                raise DataError(f"{path}: sha256 does not match {info_path} (corrupt or modified); "
-                                f"re-create the folder with `{info.fix_command()}`")
+            if not (remote or sized) and not Path(path).is_file():
+                raise DataError(f"{path}: shard listed in {info_path} is missing; {fix}")
+            if sized:
+                try:
+                    size = size_of(path)
+                except OSError as err:
+                    raise DataError(f"{path}: shard listed in {info_path} cannot be reached ({first_line(err)}); "
+                                    f"{fix}") from None
+                if size is not None and shard.size is not None and size != shard.size:
+                    raise DataError(f"{path}: {size:,} bytes, {info_path} lists {shard.size:,} (truncated or "
+                                    f"modified); {fix}")
+            if hashed and _sha256(path) != shard.sha256:
+                raise DataError(f"{path}: sha256 does not match {info_path} (corrupt or modified); {fix}")
     return info
 
 
+def _sha256(location: str) -> str:
+    from .location import open_location
+
+    digest = hashlib.sha256()
+    try:
+        stream = open_location(location)
+        with stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise DataError(f"{location}: cannot be read to check its sha256 ({first_line(err)})") from None
+    return digest.hexdigest()
+
+
 class CorruptShard(Exception):
-    """A tar-level failure; `key` names the sample being read (dropped, it may lack members) or the last good one."""
+    """A tar-level or transfer failure; `key` names the last good sample (the one being read is dropped: it may
+    lack members)."""
 
     def __init__(self, key: str, reason: str):
         super().__init__(f"at key {key}: {reason}")
         self.key, self.reason = key, reason
 
 
-def read_shard(path: Path) -> Iterator[dict[str, Any]]:
-    """Samples of one shard in stored order: `{"__key__": k, "x.png": bytes, ...}`. Raises CorruptShard."""
-    current: Optional[dict[str, Any]] = None
+def _reraise(err: Exception) -> bool:
+    raise err
+
+
+def read_shard(location: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Samples of one shard (a local path or a URL) in stored order, read by webdataset's tar reader and URL
+    openers: `{"__key__": k, "x.png": bytes, ...}`. Raises CorruptShard on any tar or transfer failure."""
+    import webdataset as wds
+
+    from .location import open_location
+
     last = None
     try:
-        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:
-                if not member.isreg():
-                    continue
-                key, _, suffix = member.name.partition(".")
-                data = tar.extractfile(member).read()
-                if current is not None and key != current["__key__"]:
-                    last = current["__key__"]
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key}
-                current[suffix] = data
+        stream = open_location(str(location))
+    except OSError as err:
+        raise CorruptShard("(first record)", first_line(err)) from None
+    try:
+        members = wds.tariterators.tar_file_expander([{"stream": stream, "url": str(location)}], handler=_reraise)
+        for sample in wds.tariterators.group_by_keys(members, handler=_reraise):
+            record = {k: v for k, v in sample.items() if k == "__key__" or not k.startswith("__")}
+            last = record["__key__"]
+            yield record
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-        where = current["__key__"] if current else (f"after {last}" if last else "(first record)")
-        raise CorruptShard(where, str(err) or type(err).__name__) from None
-    if current is not None:
-        yield current
+        # webdataset appends the stream and URL to the exception's args: the first one is the reason
+        reason = str(err.args[0]) if err.args and str(err.args[0]) else type(err).__name__
+        raise CorruptShard(f"after {last}" if last else "(first record)", reason) from None
+    finally:
+        try:
+            stream.close()
+        except Exception:  # a failed pipe reports its exit status again on close
+            pass
 
 
 # ---------------------------------------------------------------------------------------------- training

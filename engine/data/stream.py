@@ -51,7 +51,8 @@ class PairStream(IterableDataset):
         self.fit_size = info.image_size  # each image is first brought to the dataset's own size
         self.cache = cache
         self.symmetries = symmetries  # transforms.AUGMENTATIONS: 1 = as stored
-        self.counts = {str(self.root / s.file): s.count for s in self.shards}
+        self.locations = {s.file: info.path(s) for s in self.shards}  # local paths or URLs
+        self.counts = {self.locations[s.file]: s.count for s in self.shards}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         import webdataset as wds
@@ -102,8 +103,8 @@ class PairStream(IterableDataset):
                     raise DataError(f"{self.root}: none of the {len(self.shards)} training shards is readable; "
                                     f"re-create the folder with `{self.fix_command}`")
             shard = rng.choices(candidates, weights=[s.count for s in candidates])[0]
-            path = self.root / shard.file
-            cached = _DECODED.get(str(path)) if self.cache else None
+            path = self.locations[shard.file]
+            cached = _DECODED.get(path) if self.cache else None
             if cached is not None:  # the same samples in the same order as a fresh read; already decoded
                 for key, record in cached.items():
                     yield {"__key__": key, "__shard__": shard.file, "__decoded__": record}
@@ -122,7 +123,7 @@ class PairStream(IterableDataset):
             if "__decoded__" in sample:
                 yield sample["__decoded__"]
                 continue
-            shard = self.root / sample["__shard__"]
+            shard = self.locations[sample["__shard__"]]
             try:
                 (x, odd_x), (y, odd_y) = (decode_fitted(sample, f, self.fit_size) for f in FIELDS)
                 record = x, y, decode_cls(sample)

@@ -87,7 +87,8 @@ def _write_split(out: Path, split: str, samples: Iterable[dict], total: int, sha
         writer.close()
     except (OSError, ValueError) as err:
         raise failed(err) from None
-    shards = [ShardInfo(file=Path(f).name, count=c, sha256=sha256_file(Path(f))) for f, c in written]
+    shards = [ShardInfo(file=Path(f).name, count=c, sha256=sha256_file(Path(f)), size=Path(f).stat().st_size)
+              for f, c in written]
     return SplitInfo(count=sum(s.count for s in shards), shards=shards, num_classes=len(labels) or None)
 
 

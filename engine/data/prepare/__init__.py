@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     print(f"prepared {info.name} ({info.kind}, {info.layout}) into {args.out} in {elapsed:.1f} s")
     for name, split in info.splits.items():
-        size = sum(info.path(s).stat().st_size for s in split.shards)
+        size = sum(s.size for s in split.shards)
         print(f"  {name:<12} {split.count:>7,} samples  {len(split.shards):>4} shards  {size / 1e6:8.1f} MB")
     shape = f"{info.image_size} px" if info.kind == "image" else f"{info.feature_dim}-d features"
     print(f"  x = {info.domains['x']}, y = {info.domains['y']}, {shape}; re-create: {info.command} --out {args.out}")
