@@ -1,6 +1,7 @@
 # `make test`: set up .venv (idempotent) and run the default test tier.
 # `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU).
 # `make demo-maps MAPS=DIR`, `make demo-cars CARS=DIR`: the same for pix2pix Maps and Cars3D (default: ../shared/data).
+# `make example-paired`: your-own-data walk-through on generated shape pairs (prepare paired, train, files in/out).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 # default wheel elsewhere.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup setup-demo test test-all demo demo-maps demo-cars ablation
+.PHONY: setup setup-demo test test-all demo demo-maps demo-cars example-paired ablation
 
 setup: $(VENV)/.installed
 
@@ -40,6 +41,9 @@ demo-maps: setup
 	MAPS="$(MAPS)" EXPERIMENT=maps bash scripts/demo.sh
 demo-cars: setup
 	CARS="$(CARS)" EXPERIMENT=cars bash scripts/demo.sh
+
+example-paired: setup
+	OUT="$(or $(OUT),example_paired)" bash scripts/example_paired.sh
 
 ablation: setup-demo
 	bash scripts/ablation.sh

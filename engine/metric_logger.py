@@ -101,7 +101,8 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_title("loss terms")
-    ax_loss.legend(fontsize=7, ncol=2)
+    if ax_loss.get_legend_handles_labels()[0]:  # a run shorter than log_every has no loss points yet
+        ax_loss.legend(fontsize=7, ncol=2)
     # shared codes near 100 % and exclusive ones near 0 %: one axis each, so both stay readable
     ax_excl = ax_rec.twinx()
     axes = [ax_rec, ax_rec, ax_excl, ax_excl]

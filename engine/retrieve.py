@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}: top {indices.shape[1]} of {len(gallery.files)} for {len(queries)} queries ({metric})")
     if kind == "image":
-        title = f"{args.query_domain} -> {gallery.domain}: top {indices.shape[1]} by {metric} distance" \
-            if metric == "euclidean" else f"{args.query_domain} -> {gallery.domain}: top {indices.shape[1]} by cosine"
+        by = "squared Euclidean distance" if metric == "euclidean" else "cosine similarity"
+        title = f"{args.query_domain} -> {gallery.domain}: top {indices.shape[1]} by {by}"
         image = picture(queries, Path(gallery.root), gallery.files, indices, model.cfg.image_size, title)
         if image is None:
             print(f"notice: gallery images are not under {gallery.root} any more; no picture drawn")

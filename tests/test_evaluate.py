@@ -121,6 +121,8 @@ def test_embed_flattens_means_in_eval_mode():
     assert torch.equal(excl, torch.cat([model.encode_exclusive(b["y"], "y") for b in batches]))
     per_domain = [{"v": b["x"], "cls": b["cls"]} for b in batches]
     assert torch.equal(embed(model, per_domain, "x", progress=False), expect)
+    unlabelled = [{"x": b["x"]} for b in batches]  # images alone: no labels needed to embed them
+    assert torch.equal(embed(model, unlabelled, "x", progress=False), expect)
     with pytest.raises(ValueError, match="which"):
         embed(model, batches, "x", "both")
 

@@ -70,6 +70,7 @@ def test_debug_run_writes_every_artefact(debug_data, tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1 and (run / "best/model.safetensors").is_file()
 
 
+@pytest.mark.slow  # three training processes; `iiae train` and engine/train.py also run in the default tier
 def test_launchers_agree(debug_data, tmp_path):
     """python engine/train.py, iiae train and accelerate launch give the same weights."""
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
