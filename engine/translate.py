@@ -189,7 +189,7 @@ def translate_files(model, files: list[Path], root: Path, to_domain: str, out: P
     else:
         headers = ["input"] + [f"sample {k + 1}" for k in range(n)]
     shown = f"the first {len(rows)} of {len(files)}" if len(rows) < len(files) else f"{len(files)}"
-    sheet = tile_grid(rows, headers, f"{OTHER[to_domain]} -> {to_domain}: {shown} file(s) from {root}")
+    sheet = tile_grid(rows, headers, f"{OTHER[to_domain]} -> {to_domain}: {shown} file(s) from {root.name}/")
     sheet.save(out / "contact_sheet.png")
     return written + [out / "contact_sheet.png"]
 

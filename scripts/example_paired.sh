@@ -16,7 +16,7 @@ $IIAE train recipes/paired.yaml data.root="$OUT/data/shapes" model.image_size=32
 $IIAE eval "$OUT/runs/shapes"
 $IIAE translate "$OUT/runs/shapes" --input "$OUT/raw/my_images/A" --to y --out "$OUT/translations"
 $IIAE translate "$OUT/runs/shapes" --input "$OUT/raw/my_images/B" --to x \
-  --exclusive-from "$OUT/raw/my_images/A/0000.png" --out "$OUT/styled"
+  --exclusive-from "$OUT/raw/my_images/A/0002.png" --out "$OUT/styled"
 $IIAE embed "$OUT/runs/shapes" --input "$OUT/raw/my_images/B" --domain y --out "$OUT/gallery.safetensors"
 $IIAE retrieve "$OUT/runs/shapes" --query "$OUT/raw/my_images/A" --gallery "$OUT/gallery.safetensors" -k 3 \
   --out "$OUT/results.json"
