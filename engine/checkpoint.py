@@ -4,9 +4,11 @@ written under a temporary name and renamed only when complete, so a crash never 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -36,6 +38,32 @@ def complete_checkpoints(run: Path) -> list[Path]:
 def latest_checkpoint(run: Path) -> Optional[Path]:
     found = complete_checkpoints(run)
     return found[-1] if found else None
+
+
+def chosen_checkpoint(run, path: os.PathLike) -> Path:
+    """`--resume PATH`: a complete checkpoint of this run (`<run>/checkpoints/checkpoint_N`), or one line why not."""
+    path = Path(path)
+    if path.resolve() not in [p.resolve() for p in complete_checkpoints(run.root)]:
+        have = ", ".join(p.name for p in complete_checkpoints(run.root)) or "none"
+        raise UserError(f"--resume {path}: not a complete checkpoint of {run.root} (it has: {have})")
+    return path
+
+
+def set_aside_after(run, checkpoint: Path) -> list[Path]:
+    """Resuming from an older checkpoint: the newer ones belong to the abandoned continuation. They are renamed
+    `abandoned-checkpoint_N` (kept, no longer resumed from or counted), so a later `--resume` cannot pick them."""
+    moved = []
+    step = int(PATTERN.match(checkpoint.name).group(1))
+    for newer in complete_checkpoints(run.root):
+        if int(PATTERN.match(newer.name).group(1)) > step:
+            target, n = newer.with_name(f"abandoned-{newer.name}"), 1
+            while target.exists():  # an earlier abandoned one keeps its name
+                n += 1
+                target = newer.with_name(f"abandoned{n}-{newer.name}")
+            newer.rename(target)
+            moved.append(target)
+            print(f"notice: {newer} is newer than {checkpoint.name}: kept as {target.name}", file=sys.stderr)
+    return moved
 
 
 def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, state) -> Path:

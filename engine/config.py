@@ -153,6 +153,9 @@ class TrainConfig(_Strict):
     trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim"]] = ["tensorboard"]
     # stop with a clear message when the loss stops being finite
     check_finite: bool = True
+    # start from these weights (a run dir, a model folder or a Hub id; same model section), with a fresh optimizer
+    # and step 0; a resumed run ignores it (its checkpoint holds the weights)
+    init_from: Optional[str] = None
 
 
 class Recipe(_Strict):

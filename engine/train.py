@@ -24,17 +24,23 @@ from engine.trainer import Trainer
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML, e.g. recipes/mnist_cdcb_cpu.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from the newest complete checkpoint, or from CHECKPOINT (one of the run's; newer "
+                        "ones are kept as abandoned-checkpoint_N)")
     p.add_argument("--overwrite", action="store_true", help="replace this engine's run in train.output_dir first")
 
 
 def run(args: argparse.Namespace) -> int:
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        args.overrides.append(args.resume)  # `--resume a.b=v`: an override after a bare --resume
+        args.resume = True
     recipe = load_recipe(args.recipe, args.overrides)
     local_data = {} if is_remote(recipe.data.root) else {"data.root": recipe.data.root}
     run_dir = RunDir(check_output_dir(recipe.train.output_dir, local_data))
     try:
-        trainer = Trainer.build(recipe, run_dir, resume=args.resume or recipe.train.resume == "auto",
-                                explicit_resume=args.resume, overwrite=args.overwrite)
+        chosen = args.resume if isinstance(args.resume, str) else None
+        trainer = Trainer.build(recipe, run_dir, resume=bool(args.resume) or recipe.train.resume == "auto",
+                                explicit_resume=bool(args.resume), overwrite=args.overwrite, resume_from=chosen)
         return trainer.fit()
     finally:
         run_dir.lock.release()

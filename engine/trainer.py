@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 
-from .checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
+from .checkpoint import Checkpointer, chosen_checkpoint, latest_checkpoint, load_checkpoint, set_aside_after
 from .config import Recipe, save_recipe
 from .device import resolve_device
 from .divergence import FiniteWatch
@@ -26,6 +26,7 @@ from .metric_logger import MetricLogger
 from .models import IIAE, check_fits, input_kind
 from .objective import annealing, iiae_loss
 from .progress import progress_bar
+from .resume import recipe_changes, stretch_schedule
 from .run_dir import RunDir, claim_output_dir
 from .sample_grids import SampleGrids
 from .selection import Selector, Validation
@@ -70,6 +71,28 @@ def _cast_buffers_like_parameters(model: torch.nn.Module) -> None:
             buf.data = buf.data.to(dtype)
 
 
+def _init_weights(model: IIAE, source: str) -> None:
+    """`train.init_from`: the weights of another model with the same architecture, or one line saying why not."""
+    from .errors import UserError
+    from .run_dir import load_model
+
+    other = load_model(source)
+    try:
+        model.load_state_dict(other.state_dict(), strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise UserError(f"train.init_from: {source} has another model section than this recipe's ({first}); "
+                        "expected a model of the same architecture and sizes") from None
+
+
+def _resume_changes(recipe: Recipe, run: RunDir, resume: bool, overwrite: bool) -> Optional[dict]:
+    """The allowed recipe changes of a resume (refused ones raise before anything is written); None when this
+    start resumes nothing."""
+    if not resume or overwrite or latest_checkpoint(run.root) is None or not run.recipe.is_file():
+        return None
+    return recipe_changes(run.read_recipe(), recipe)
+
+
 def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
     """Learning rate per optimizer step: constant (the paper) or a cosine decay over the run."""
     o, steps = recipe.optim, recipe.train.max_steps
@@ -112,13 +135,15 @@ class Trainer:
 
     @classmethod
     def build(cls, recipe: Recipe, run: Optional[RunDir] = None, *, resume: bool = False,
-              explicit_resume: bool = False, overwrite: bool = False, device: Optional[str] = None) -> "Trainer":
+              explicit_resume: bool = False, overwrite: bool = False, device: Optional[str] = None,
+              resume_from: Optional[os.PathLike] = None) -> "Trainer":
         """Accelerator, model, optimizer, schedule and state, once. With `run` (a training run): the data checked
-        against the recipe, the run folder claimed and locked, the newest checkpoint restored when resuming, and
-        the components. Without (benchmarks, tests): no files, no data; `train_step` on batches you give."""
+        against the recipe, the run folder claimed and locked, the newest checkpoint (or `resume_from`, one of the
+        run's) restored when resuming, and the components. Without (benchmarks, tests): no files, no data;
+        `train_step` on batches you give."""
         accelerator = build_accelerator(recipe, run, device)
         main = accelerator.is_main_process
-        info, checkpoint = None, None
+        info, checkpoint, changes = None, None, None
         if run is not None:
             from .data import load_dataset_info, train_batches_per_epoch
 
@@ -127,15 +152,22 @@ class Trainer:
             check_fits(recipe.model, info, notice=main)
             train_batches_per_epoch(recipe, info, accelerator.num_processes)  # refuses a batch that cannot fit
             _check_eval_splits(recipe, info)
+            chosen = chosen_checkpoint(run, resume_from) if resume_from is not None else None
+            changes = _resume_changes(recipe, run, resume, overwrite)  # before anything is written
             if main:
                 claim_output_dir(run.root, resume=resume, explicit_resume=explicit_resume, overwrite=overwrite,
                                  lock=run.lock)
+                if chosen is not None:
+                    set_aside_after(run, chosen)
                 save_recipe(recipe, run.recipe)
             accelerator.wait_for_everyone()
-            checkpoint = latest_checkpoint(run.root) if resume else None
+            checkpoint = chosen or (latest_checkpoint(run.root) if resume else None)
 
         set_seed(recipe.seed)  # identical initial weights on every rank
         model = IIAE.from_recipe(recipe)
+        if recipe.train.init_from and checkpoint is None:
+            _init_weights(model, recipe.train.init_from)
+            accelerator.print(f"initialised the weights from {recipe.train.init_from}")
         if recipe.model.channels_last:
             model = model.to(memory_format=torch.channels_last)
         set_seed(recipe.seed, device_specific=True)  # different dropout masks per rank
@@ -161,13 +193,16 @@ class Trainer:
         state = TrainState(seed=recipe.seed, selector=selector)
         if checkpoint is not None:
             load_checkpoint(accelerator, checkpoint, state)
+            stretch_schedule(scheduler, recipe)
             accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+            for key, (before, after) in (changes or {}).items():
+                accelerator.print(f"notice: resumed with {key} = {after!r} (the run had {before!r})")
         trainer = cls(recipe, accelerator, model, raw_model, optimizer, scheduler, state, run=run, info=info)
         if run is not None:
-            trainer._attach_components(checkpoint)
+            trainer._attach_components(checkpoint, changes)
         return trainer
 
-    def _attach_components(self, checkpoint) -> None:
+    def _attach_components(self, checkpoint, changes=None) -> None:
         recipe, run, acc, cfg = self.recipe, self.run, self.accelerator, self.recipe.train
         if acc.is_main_process:
             import kernels
@@ -177,6 +212,7 @@ class Trainer:
                 "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
                 "distributed_type": str(acc.distributed_type), "torch": torch.__version__,
                 "resumed_from": str(checkpoint) if checkpoint else None,
+                "recipe_changes": {k: list(v) for k, v in (changes or {}).items()},
             }, indent=2))
         acc.print(f"{recipe.name}: {acc.num_processes} process(es) on {acc.device}, mixed precision "
                   f"{acc.mixed_precision}, compile {'on' if cfg.compile else 'off'}")

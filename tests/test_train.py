@@ -122,6 +122,9 @@ def test_sigterm_checkpoints_and_resumes(debug_data, tmp_path):
 def test_non_finite_loss_stops_and_keeps_checkpoint(debug_data, tmp_path):
     run = tmp_path / "run"
     train(debug_data, run, "train.max_steps=2", "train.checkpoint_every=2")
+    # a resume may not change the objective (tests/test_resume.py): the run's own recipe gets the infinite weight
+    recipe = run / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("recon_weight: 1000.0", "recon_weight: .inf"))
     proc = train(debug_data, run, "--resume", "train.max_steps=4", "objective.recon_weight=.inf", check=False)
     assert proc.returncode == 2
     assert "not finite at step 2" in proc.stderr and "recon_x" in proc.stderr
