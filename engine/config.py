@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from .errors import UserError
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator, model_validator)
 
 LOGVAR_MAX = 9.21035  # log(1e4): variances are clipped from above at 1e4, as the official code does
 
@@ -24,6 +25,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def expand_path(value: Optional[str]) -> Optional[str]:
+    """`~` and `$VARS` of a local path expanded (URLs and pipe: commands are left as they are)."""
+    import os
+
+    from .data.location import is_remote
+
+    if value is None or is_remote(value):
+        return value
+    return os.path.expanduser(os.path.expandvars(value))
 
 
 class ModelConfig(_Strict):
@@ -106,6 +116,11 @@ class DataConfig(_Strict):
 
         return self.verify or ("size" if is_remote(self.root) else "all")
 
+    @field_validator("root")
+    @classmethod
+    def _expanded(cls, value: str) -> str:
+        return expand_path(value)
+
     @model_validator(mode="after")
     def _cache_in_process(self) -> "DataConfig":
         if self.cache and self.num_workers > 0:
@@ -157,6 +172,11 @@ class TrainConfig(_Strict):
     # and step 0; a resumed run ignores it (its checkpoint holds the weights)
     init_from: Optional[str] = None
 
+    @field_validator("output_dir", "init_from")
+    @classmethod
+    def _expanded(cls, value: Optional[str]) -> Optional[str]:
+        return expand_path(value)
+
 
 class Recipe(_Strict):
     name: str
@@ -199,9 +219,35 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _field_type(path: list[str]) -> Any:
+    """The annotation of recipe key `path` (["optim", "lr"]), or None for a key the schema does not have."""
+    node: Any = Recipe
+    for part in path:
+        fields = getattr(node, "model_fields", None)
+        if not isinstance(node, type) or fields is None or part not in fields:
+            return None
+        node = fields[part].annotation
+    return node
+
+
+def _typed(path: list[str], value: Any, raw: str) -> Any:
+    """An override value as its field reads it: a string field gets the text as written (`name=1e3`, `name=off`),
+    a list field accepts one item (`train.trackers=wandb`)."""
+    import typing
+
+    kind = _field_type(path)
+    args = typing.get_args(kind)
+    if kind is str or (typing.get_origin(kind) is typing.Union and str in args):
+        return raw if isinstance(value, (bool, int, float)) else value
+    if typing.get_origin(kind) is list and not isinstance(value, list) and value is not None:
+        return [value]
+    return value
+
+
 def apply_overrides(data: dict, overrides: list[str], source: str = "override") -> dict:
     for text in overrides:
         path, value = _parse_override(text)
+        value = _typed(path, value, text.split("=", 1)[1])
         node = data
         for part in path[:-1]:
             child = node.get(part)

@@ -1,4 +1,5 @@
-"""`iiae info RECIPE [a.b=v ...] [--json]`: the resolved recipe, parameter counts and latent shapes."""
+"""`iiae info RECIPE [a.b=v ...] [--json]`: a summary, parameter counts, latent shapes, then the whole resolved
+recipe (every key, after the overrides), so an override can be confirmed before training."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ def summary(recipe) -> dict:
         "max_steps": recipe.train.max_steps,
         "data_root": recipe.data.root,
         "output_dir": recipe.train.output_dir,
+        "recipe": recipe.to_dict(),
     }
 
 
@@ -61,4 +63,17 @@ def run(args: argparse.Namespace) -> int:
     for part, n in info["parameters_per_part"].items():
         print(f"  {part:<10} {n:>12,}")
     print(f"  {'total':<10} {info['parameters']:>12,}")
+    print("resolved recipe")
+    print("\n".join(f"  {line}" for line in _yaml_text(info["recipe"]).splitlines()))
     return 0
+
+
+def _yaml_text(recipe: dict) -> str:
+    """Sections as blocks, lists on one line ([32, 64]): the way the recipes are written."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    return yaml.dump(recipe, Dumper=Dumper, sort_keys=False)

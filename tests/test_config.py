@@ -103,7 +103,26 @@ def test_info_shows_model_options():
     assert model["shared_input_norm"] is True and model["shared_channels"] == [64, 128]
     out = _iiae("info", "recipes/mnist_cdcb_cpu.yaml")
     assert "shared_input_norm" in out.stdout and "channels shared [64, 128]" in out.stdout
-    assert "shared_input_norm" not in _iiae("info", "recipes/mnist_cdcb.yaml").stdout
+    model_line = next(l for l in _iiae("info", "recipes/mnist_cdcb.yaml").stdout.splitlines() if l.startswith("model"))
+    assert "shared_input_norm" not in model_line
+
+
+def test_info_prints_the_whole_resolved_recipe_and_overrides_parse_by_field_type(capsys, monkeypatch):
+    from engine.cli import main
+
+    monkeypatch.setenv("HOME", "/home/someone")
+    monkeypatch.setenv("DATA", "/srv/data")
+    overrides = ["optim.lr=1e-3", "name=off", "train.trackers=wandb", "model.shared_channels=16", "model.decoder_channels=8",
+                 "data.root=~/mnist", "train.output_dir=$DATA/runs/x", "data.valid_split=2024"]
+    assert main(["info", "recipes/debug.yaml", *overrides, "--json"]) == 0
+    recipe = json.loads(capsys.readouterr().out)["recipe"]
+    assert recipe["optim"]["lr"] == 0.001 and recipe["seed"] == 0 and recipe["train"]["log_every"] == 2
+    assert recipe["name"] == "off" and recipe["data"]["valid_split"] == "2024"  # string fields keep the text
+    assert recipe["train"]["trackers"] == ["wandb"] and recipe["model"]["decoder_channels"] == [8]  # one item
+    assert recipe["data"]["root"] == "/home/someone/mnist" and recipe["train"]["output_dir"] == "/srv/data/runs/x"
+    assert main(["info", "recipes/debug.yaml", "data.root=https://host/~x"]) == 0
+    table = capsys.readouterr().out
+    assert "resolved recipe" in table and "    lr: 0.0002" in table and "    root: https://host/~x" in table
 
 
 @pytest.mark.parametrize("args,needle", [
