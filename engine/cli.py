@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as err:
         print(f"iiae {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"iiae {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -15,7 +15,10 @@ from .objective import TERMS
 
 
 class TrainingDiverged(UserError):
-    """A non-finite loss: the run stops before anything is written from the diverged weights."""
+    """A non-finite loss: the run stops before anything is written from the diverged weights. Its own exit code,
+    so a scheduler or sweep can tell a diverged run (retry with other settings) from bad input (fix the call)."""
+
+    exit_code = 3
 
 
 class FiniteWatch:

@@ -1,4 +1,5 @@
-"""User-facing errors: each is printed by the CLI as one line (no traceback) with exit code 2."""
+"""User-facing errors: each is printed by the CLI as one line (no traceback) with its `exit_code` (2: bad input;
+3: the training diverged)."""
 from __future__ import annotations
 
 import errno
@@ -10,6 +11,8 @@ from typing import Optional
 
 class UserError(Exception):
     """Bad input from the user (recipe, data, checkpoint, argument): the message says what and where."""
+
+    exit_code = 2
 
 
 class DataError(UserError):

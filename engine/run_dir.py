@@ -187,13 +187,33 @@ def load_model(run_or_id: str | os.PathLike, device=None):
     if weights is None and not _HUB_ID.match(source):
         raise UserError(f"{source}: no such run dir or model folder, and not a Hub repo id (user/name)")
     try:
-        model = IIAE.from_pretrained(source)
+        model = IIAE.from_pretrained(source) if weights is not None else _from_hub(source)
     except UserError:
         raise
     except Exception as err:  # a Hub lookup failure or a strict-loading error: one line naming the source
         where = "local model" if weights is not None else "no local run of that name; Hub model"
         raise UserError(f"{source}: cannot load {where}: {first_line(err, lines=2)}") from None
     return model.to(device) if device is not None else model
+
+
+def _from_hub(repo_id: str):
+    """A Hub model: from the local cache without any network when it is there; else one connection attempt first,
+    so an offline machine fails at once in one line instead of after the client's retries."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from .hub_connection import check_hub_reachable
+    from .models import IIAE
+
+    try:
+        return IIAE.from_pretrained(repo_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        check_hub_reachable()
+    except ConnectionError as err:
+        raise UserError(f"{repo_id}: not in the local Hugging Face cache, and the Hub cannot be reached ({err}); "
+                        "connect, or pass a local run dir or model folder") from None
+    return IIAE.from_pretrained(repo_id)
 
 
 def data_root(run_or_id: str | os.PathLike, given: Optional[str]) -> str:

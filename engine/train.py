@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except UserError as err:
         print(f"train: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
 
 
 if __name__ == "__main__":

