@@ -13,6 +13,7 @@ from .errors import UserError
 
 # subcommand → (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
+    "recipes": ("engine.recipes", "list, show or copy the recipes that ship with the engine"),
     "info": ("engine.info", "show a recipe's resolved settings, parameter counts and latent shapes"),
     "prepare": ("engine.data.prepare", "convert a raw dataset into webdataset shards + dataset.json"),
     "train": ("engine.train", "train a recipe (same as `python engine/train.py`)"),

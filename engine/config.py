@@ -295,10 +295,11 @@ def validated(section: type[_Strict], data: Any, source: str, key: str):
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML, apply `a.b=value` overrides, validate. Raises RecipeError (one line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+    """Read a recipe YAML (a path, or a shipped recipe's name: `engine.recipes.resolve`), apply `a.b=value` overrides,
+    validate. Raises RecipeError (one line)."""
+    from .recipes import resolve
+
+    path = resolve(path)
     try:
         data = _yaml(path.read_text())
     except yaml.YAMLError as err:

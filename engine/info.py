@@ -9,7 +9,7 @@ from .config import load_recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="recipe YAML, e.g. recipes/mnist_cdcb.yaml")
+    p.add_argument("recipe", help="recipe YAML or shipped recipe name, e.g. recipes/mnist_cdcb.yaml or mnist_cdcb")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -22,7 +22,8 @@ from engine.trainer import Trainer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="recipe YAML, e.g. recipes/mnist_cdcb_cpu.yaml")
+    p.add_argument("recipe", help="recipe YAML or shipped recipe name, e.g. recipes/mnist_cdcb_cpu.yaml or "
+                                  "mnist_cdcb_cpu (`iiae recipes`)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from the newest complete checkpoint, or from CHECKPOINT (one of the run's; newer "
