@@ -77,75 +77,150 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def model_card(run_dir: str | Path, repo_id: str) -> str:
-    """The README.md of the Hub repo: metadata, task, data, metrics, objective weights, recipe, usage, citation."""
-    run_dir = Path(run_dir)
-    pub = _read_run(run_dir)
-    obj, cfg, recipe, metrics = pub.objective, pub.model, pub.recipe, pub.metrics
-    name = recipe.name if recipe is not None else pub.weights.resolve().name
-    arch, features = cfg.arch, input_kind(cfg) == "feature"
-    dataset = metrics.get("dataset") or (Path(recipe.data.root).name if recipe is not None else "unknown")
-    x_name, y_name = domain_names(dataset)
-    meta = {
-        "library_name": "iiae",
-        "license": "apache-2.0",
-        "pipeline_tag": "feature-extraction" if features else "image-to-image",
-        "tags": ["iiae", "cross-domain-disentanglement", "cross-domain-retrieval", "vae", "pytorch"],
-    }
+ARXIV = "2012.04251"
+# metrics reported in the card's model-index: key -> (name, type)
+INDEXED = {
+    "recall_at_1_x2y": ("Recall@1 X→Y (shared codes)", "recall@1"),
+    "recall_at_1_y2x": ("Recall@1 Y→X (shared codes)", "recall@1"),
+    "recall_at_5_x2y": ("Recall@5 X→Y (shared codes)", "recall@5"),
+    "recall_at_5_y2x": ("Recall@5 Y→X (shared codes)", "recall@5"),
+    "exclusive_recall_at_1_x2y": ("Recall@1 X→Y (exclusive codes, ablation)", "recall@1"),
+    "exclusive_recall_at_1_y2x": ("Recall@1 Y→X (exclusive codes, ablation)", "recall@1"),
+    "map_all": ("mAP@all", "map"),
+    "precision_at_100": ("P@100", "precision@100"),
+    "map_at_200": ("mAP@200", "map@200"),
+    "precision_at_200": ("P@200", "precision@200"),
+    "guided_psnr_x2y": ("guided translation PSNR X→Y (dB)", "psnr"),
+    "guided_psnr_y2x": ("guided translation PSNR Y→X (dB)", "psnr"),
+}
+
+
+def _training(run_dir: Path, selection: dict) -> Optional[dict]:
+    """Steps, time and hardware of the run that made `best/`, from run.json and selection.json."""
+    run_info = RunDir(run_dir).run_info
+    if not run_info.is_file():
+        return None
+    info = json.loads(run_info.read_text())
+    return {"step": selection.get("step"), "train_seconds": selection.get("train_seconds"),
+            "device": info.get("device"), "num_processes": info.get("num_processes"),
+            "mixed_precision": info.get("mixed_precision"), "torch": info.get("torch")}
+
+
+def build_card(cfg: ModelConfig, obj: ObjectiveConfig, *, repo_id: Optional[str] = None,
+               recipe: Optional[Recipe] = None, metrics: Optional[dict] = None, grids: list = (),
+               training: Optional[dict] = None):
+    """The model card (`huggingface_hub.ModelCard`): metadata with a model-index of the metrics, then task, data,
+    metrics, objective, install, preprocessing, usage, training, limitations, recipe, citation. `metrics`: an
+    eval_results.json (with dataset and split) or a selection record. What `iiae push`, `save_pretrained` and
+    `push_to_hub` all write."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from . import __version__
+
+    metrics = dict(metrics or {})
+    name = recipe.name if recipe is not None else "iiae"
+    title = repo_id.split("/")[-1] if repo_id else name
+    features = input_kind(cfg) == "feature"
+    dataset = metrics.get("dataset") or (Path(recipe.data.root).name if recipe is not None else None)
+    split = metrics.get("split") or (recipe.data.valid_split if recipe is not None and metrics else None)
+    x_name, y_name = domain_names(dataset or "")
+    task = "feature-extraction" if features else "image-to-image"
+    results = [EvalResult(task_type=task, task_name="cross-domain disentanglement", dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type=kind,
+                          metric_name=label, metric_value=round(float(metrics[key]), 6))
+               for key, (label, kind) in INDEXED.items() if isinstance(metrics.get(key), (int, float)) and dataset]
+    data = ModelCardData(
+        model_name=title, library_name="iiae", license="apache-2.0", pipeline_tag=task,
+        tags=["iiae", "cross-domain-disentanglement", "cross-domain-retrieval", "vae", "pytorch", f"arxiv:{ARXIV}"],
+        datasets=[dataset] if dataset else None, eval_results=results or None)
     if features:
-        task = ("Zero-shot sketch-based image retrieval: sketches and photos (VGG features) are embedded into a "
+        what = ("Zero-shot sketch-based image retrieval: sketches and photos (VGG features) are embedded into a "
                 "shared code z^s; photos are ranked by cosine similarity to a sketch's code.")
-        usage = ('z_sketch = model.encode_shared(sketch_features, "x")   # [B, 512] VGG features -> [B, 64]')
+        usage = 'z_sketch = model.encode_shared(sketch_features, "x")   # [B, 512] VGG features -> codes'
+        prep = f"Inputs are {cfg.feature_dim}-d float32 feature vectors (`.npy` files for the CLI)."
     else:
         size = cfg.image_size
-        task = ("Cross-domain disentanglement: the shared code z^s (what X and Y have in common) and exclusive codes "
+        what = ("Cross-domain disentanglement: the shared code z^s (what X and Y have in common) and exclusive codes "
                 "z^x, z^y (what only one domain has). Uses: cross-domain retrieval (nearest shared code) and "
                 "diverse image-to-image translation (shared code of the input + an exclusive code from N(0, I)).")
         usage = (f'ys = model.translate(x, "y", n=3)   # x: [B, {cfg.channels}, {size}, {size}] in [-1, 1] '
                  f'-> [3, B, {cfg.channels}, {size}, {size}]')
+        prep = (f"Images are RGB, resized to {size}×{size} (area filter when shrinking, bicubic when enlarging) and "
+                "scaled to [-1, 1]; `model.preprocess(paths_or_pil_images)` does exactly this and "
+                "`model.postprocess(tensor)` turns outputs back into PIL images. A tensor of another shape is "
+                "refused.")
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {repo_id.split('/')[-1]}", "",
-        f"An **IIAE** (Interaction Information Auto-Encoder; Hwang et al., NeurIPS 2020) trained with the "
-        f"`{name}` recipe (arch `{arch}`).", "",
-        "## Task", "", task, "",
+        f"# {title}", "",
+        f"An **IIAE** (Interaction Information Auto-Encoder; Hwang et al., NeurIPS 2020, "
+        f"[arXiv:{ARXIV}](https://arxiv.org/abs/{ARXIV})) trained with the `{name}` recipe (arch `{cfg.arch}`).", "",
+        "## Task", "", what, "",
         "## Data", "",
-        f"- dataset: `{dataset}`" + (f" (metrics on the `{metrics['split']}` split)" if "split" in metrics else ""),
+        f"- dataset: `{dataset or 'unknown'}`" + (f" (metrics on the `{split}` split)" if split else ""),
         f"- X: {x_name}", f"- Y: {y_name}", "",
         "## Metrics", "",
     ]
-    values = {k: v for k, v in metrics.items() if k not in _RUN_INFO and not isinstance(v, list)}
+    values = {k: v for k, v in metrics.items() if k not in _RUN_INFO and isinstance(v, (int, float))
+              and not isinstance(v, bool)}
     if values:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in values.items()]
+        lines += ["", "Recall@K is over the whole split as gallery (squared Euclidean on the r means, ties to the "
+                  "lowest index); the exclusive rows are the ablation (≈ 1/n when the codes are disentangled)."]
     else:
         lines.append("Not evaluated yet (`iiae eval RUN --data DIR` writes eval_results.json).")
     lines += [
-        "", "Recall@1 is over the whole split as gallery (squared Euclidean on the r means, ties to the lowest "
-        "index); the exclusive rows are the ablation (≈ 1/n when the codes are disentangled).", "",
-        "## Objective", "",
+        "", "## Objective", "",
         "L = (β+Λ)(R_x + R_y) + c_t(β+Λ)(K_x + K_y) + c_t·β·K_s + Λ(K_rx + K_ry); the paper's λ is Λ/β.", "",
         "| β | Λ | λ_paper = Λ/β | reconstruction | weight | KL anneal steps |", "|---|---|---|---|---|---|",
         f"| {obj.beta:g} | {obj.Lambda:g} | {obj.lambda_paper:g} | {obj.recon} | {obj.recon_weight:g} | {obj.anneal_steps} |",
         "",
     ]
-    grids = sample_grids(run_dir)
     if grids:
         lines += ["## Samples", "", "Per row: input, three translations with z ~ N(0, I), the guided translation "
                   "(exclusive code of the true partner), the target; X→Y block over Y→X.", "",
                   f"![translations]({GRID_NAME})", ""]
         if len(grids) > 1:
             lines += [f"![exclusive swap: shared code of the row, exclusive code of the column]({SWAP_NAME})", ""]
+    load = f'"{repo_id}"' if repo_id else '"path/to/this/folder"'
     lines += [
-        "## Usage", "", "With the `iiae` package installed:", "", "```python",
+        "## Install", "",
+        f"The `iiae` engine that wrote this model (version {__version__}): `pip install .` in its source folder "
+        f"(or `pip install iiae=={__version__}` where it is published).", "",
+        "## Preprocessing", "", prep, "",
+        "## Usage", "", "```python",
         "from engine.models import IIAE",
-        f'model = IIAE.from_pretrained("{repo_id}")   # strict loading, eval mode',
+        f"model = IIAE.from_pretrained({load})   # strict loading, eval mode",
         usage, "```", "",
-        "## Recipe (resolved; `recipe.yaml`; the model's own sections are `config.json`)", "", "```yaml",
-        yaml.safe_dump(recipe.to_dict() if recipe is not None else {"model": cfg.model_dump(mode="json"),
-                       "objective": obj.model_dump(mode="json")}, sort_keys=False).strip(), "```", "",
-        "## Citation", "", "```bibtex", CITATION, "```", "",
     ]
-    return "\n".join(lines)
+    if not features:
+        lines += ["On image files: `iiae translate MODEL --input IMG_OR_DIR --to y --out DIR`, "
+                  "`iiae retrieve MODEL --query IMG_OR_DIR --gallery DIR`.", ""]
+    if training:
+        minutes = f"{training['train_seconds'] / 60:.1f} min" if training.get("train_seconds") else "unknown time"
+        lines += ["## Training", "",
+                  f"Selected at step {training.get('step')} after {minutes} of training on "
+                  f"{training.get('num_processes')} × {training.get('device')} (mixed precision "
+                  f"{training.get('mixed_precision')}, torch {training.get('torch')}).", ""]
+    lines += [
+        "## Limitations", "",
+        "- It knows only the two domains it was trained on, at its own resolution; inputs are resized to it.",
+        "- Retrieval assumes the gallery comes from the same data distribution; the exclusive codes carry no "
+        "cross-domain information by design.",
+        "- Translations are decoded from a VAE: blurrier than adversarial image-to-image models.", "",
+    ]
+    if recipe is not None:
+        lines += ["## Recipe (resolved; `recipe.yaml`; the model's own sections are `config.json`)", "", "```yaml",
+                  yaml.safe_dump(recipe.to_dict(), sort_keys=False).strip(), "```", ""]
+    lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def model_card(run_dir: str | Path, repo_id: str) -> str:
+    """The README.md of the Hub repo for a run (or a model folder): its eval results, samples and training."""
+    run_dir = Path(run_dir)
+    pub = _read_run(run_dir)
+    selection = pub.weights / "selection.json"
+    chosen = json.loads(selection.read_text()) if selection.is_file() else {}
+    return str(build_card(pub.model, pub.objective, repo_id=repo_id, recipe=pub.recipe, metrics=pub.metrics,
+                          grids=sample_grids(run_dir), training=_training(run_dir, chosen)))
 
 
 def push(run_dir: str | Path, repo_id: str, private: bool = False, token: Optional[str] = None) -> str:

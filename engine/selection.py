@@ -106,7 +106,7 @@ def save_best(model, best: Path, step: int, metrics: dict, recipe) -> None:
 
     tmp = best / ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, model_card_kwargs={"recipe": recipe, "metrics": metrics})
     save_recipe(recipe, tmp / "recipe.yaml")
     (tmp / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
     for name in sorted(p.name for p in tmp.iterdir() if p.name != "selection.json") + ["selection.json"]:

@@ -45,8 +45,10 @@ def hub(monkeypatch):
     calls = {"repo": [], "commit": []}
 
     def create_repo(self, repo_id, **kw):
+        from huggingface_hub.hf_api import RepoUrl
+
         calls["repo"].append((repo_id, kw))
-        return f"https://huggingface.co/{repo_id}"
+        return RepoUrl(f"https://huggingface.co/{repo_id}")  # what the client returns
 
     def create_commit(self, repo_id, operations, **kw):
         ops = list(operations)
@@ -219,3 +221,45 @@ def test_an_unreachable_hub_fails_in_one_attempt(monkeypatch):
                                         "unreachable"):
         load_model("alice/none")
 
+
+
+def test_the_card_is_a_model_card_with_a_model_index(tmp_path):
+    from huggingface_hub import ModelCard
+
+    run = _run_dir(tmp_path)
+    (run / "best" / "selection.json").write_text(json.dumps({"step": 12, "train_seconds": 90.0}))
+    (run / "run.json").write_text(json.dumps({"device": "cpu", "num_processes": 2, "mixed_precision": "no",
+                                              "torch": "2.13.0+cpu"}))
+    (tmp_path / "README.md").write_text(model_card(run, "alice/iiae-debug"))
+    card = ModelCard.load(tmp_path / "README.md")
+    assert (card.data.library_name, card.data.license, card.data.datasets) == ("iiae", "apache-2.0", ["mnist-cdcb"])
+    assert "arxiv:2012.04251" in card.data.tags and card.data.model_name == "iiae-debug"
+    got = {r.metric_name: (r.metric_value, r.dataset_name, r.dataset_split) for r in card.data.eval_results}
+    assert got["Recall@1 X→Y (shared codes)"] == (0.9844, "mnist-cdcb", "test")
+    assert got["Recall@1 Y→X (exclusive codes, ablation)"] == (0.0012, "mnist-cdcb", "test")
+    assert len(got) == 4  # exactly the indexed metrics eval_results.json holds
+    for section in ("## Install", "## Preprocessing", "## Usage", "## Training", "## Limitations", "## Citation"):
+        assert section in card.text
+    assert "step 12 after 1.5 min of training on 2 × cpu" in card.text and "resized to 32×32" in card.text
+
+
+def test_save_pretrained_and_push_to_hub_write_the_same_kind_of_card(tmp_path, hub, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):  # push_to_hub's one upload, recorded
+        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        hub["commit"].append((repo_id, files, kw))
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc123")
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+
+    torch.manual_seed(0)
+    model = IIAE.from_recipe(load_recipe(RECIPES / "debug.yaml"))
+    model.save_pretrained(tmp_path / "m")
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    assert card.data.library_name == "iiae" and "arxiv:2012.04251" in card.data.tags
+    assert "More Information Needed" not in card.text and "## Preprocessing" in card.text
+    model.push_to_hub("alice/pushed")
+    (_, files, _), = hub["commit"]
+    pushed = files["README.md"].decode()
+    assert pushed.startswith("---") and "# pushed" in pushed and 'IIAE.from_pretrained("alice/pushed")' in pushed

@@ -112,6 +112,18 @@ class IIAE(
         state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
         save_file(state, str(Path(save_directory) / "model.safetensors"), metadata={"format": "pt"})
 
+    def generate_model_card(self, *args, **kwargs):
+        """The engine's card (`engine.hub.build_card`) for `save_pretrained` / `push_to_hub`, instead of the
+        mixin's generic one; `model_card_kwargs` may add repo_id, recipe, metrics, training."""
+        from ..hub import build_card
+
+        return build_card(self.cfg, self.objective, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *args, model_card_kwargs: Optional[dict] = None, **kwargs):
+        # the card names the repo it is pushed to
+        return super().push_to_hub(repo_id, *args, model_card_kwargs={"repo_id": repo_id, **(model_card_kwargs or {})},
+                                   **kwargs)
+
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs):
         # strict by default: a missing or extra tensor is an error, never a silently random layer.
