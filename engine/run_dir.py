@@ -64,8 +64,9 @@ class RunDir:
         return None
 
 
+RANK_MARKERS = ".ranks"  # check_shared_folder's markers, one folder per start
 # everything a training run or `iiae eval/translate` writes at the top of a run folder; trackers' own folders too
-ENGINE_NAMES = frozenset({MARKER, LOCK, "metrics.jsonl", "metrics.json", "wandb", "mlruns", "aim", ".aim"} | {
+ENGINE_NAMES = frozenset({MARKER, LOCK, RANK_MARKERS, "metrics.jsonl", "metrics.json", "wandb", "mlruns", "aim", ".aim"} | {
     path.name for key, path in vars(RunDir(".")).items() if isinstance(path, Path) and key != "root"})
 
 
@@ -148,6 +149,39 @@ def claim_output_dir(run: Path, *, resume: bool, explicit_resume: bool, overwrit
     take()
     _mark(run)
     return None
+
+
+def check_shared_folder(accelerator, run: RunDir) -> None:
+    """Several processes: each writes a marker into the run folder, then each looks for everyone's. Only rank 0
+    completes checkpoints (it renames `.tmp-checkpoint_N`), so a rank that cannot see rank 0's files (nodes
+    without a shared filesystem under train.output_dir) could never resume: refused here, on every rank at once,
+    before the first step."""
+    import shutil
+    import socket
+    import uuid
+
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    if accelerator.num_processes == 1:
+        return
+    token = broadcast_object_list([uuid.uuid4().hex if accelerator.is_main_process else None])[0]
+    folder = run.root / RANK_MARKERS / token
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank_{accelerator.process_index}").write_text(socket.gethostname())
+    accelerator.wait_for_everyone()
+    seen = torch.tensor([sum((folder / f"rank_{r}").is_file() for r in range(accelerator.num_processes))])
+    counts = accelerator.gather(seen.to(accelerator.device)).tolist()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(run.root / RANK_MARKERS, ignore_errors=True)
+    blind = [r for r, n in enumerate(counts) if n < accelerator.num_processes]
+    if blind:
+        raise UserError(
+            f"train.output_dir: {run.root} is not one shared folder: rank(s) {', '.join(map(str, blind))} (of "
+            f"{accelerator.num_processes}) cannot see the others' files there. Multi-node training needs "
+            "train.output_dir on a filesystem every node mounts (rank 0 completes the checkpoints; a resume on the "
+            "other nodes would find none); point it at a shared mount")
 
 
 def _mark(run: Path) -> None:

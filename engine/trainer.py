@@ -27,7 +27,7 @@ from .models import IIAE, check_fits, input_kind
 from .objective import annealing, iiae_loss
 from .progress import progress_bar
 from .resume import recipe_changes, stretch_schedule
-from .run_dir import RunDir, claim_output_dir
+from .run_dir import RunDir, check_shared_folder, claim_output_dir
 from .sample_grids import SampleGrids
 from .selection import Selector, Validation
 from .shutdown import StopFlag, end_run
@@ -161,6 +161,7 @@ class Trainer:
                     set_aside_after(run, chosen)
                 save_recipe(recipe, run.recipe)
             accelerator.wait_for_everyone()
+            check_shared_folder(accelerator, run)  # multi-node: every rank must see the same run folder
             checkpoint = chosen or (latest_checkpoint(run.root) if resume else None)
 
         set_seed(recipe.seed)  # identical initial weights on every rank

@@ -186,3 +186,20 @@ def test_two_rank_training_run(debug_data, tmp_path):
     assert [e["step"] for e in events(run, "train")][-1] == 12
     assert (run / "best/model.safetensors").is_file()
     assert list((run / "checkpoints/checkpoint_12").glob("random_states_1.pkl"))
+
+
+def test_nodes_without_a_shared_run_folder_are_refused_at_start(debug_data, tmp_path):
+    """Two simulated nodes whose train.output_dir paths differ (what separate filesystems look like): both stop in
+    one line before the first step; a shared folder (test_two_rank_training_run) passes the same check."""
+    port = _port()
+    procs = [subprocess.Popen(
+        [PY, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(i),
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "engine/train.py", "recipes/debug.yaml",
+         f"data.root={debug_data}", f"train.output_dir={tmp_path / f'node{i}' / 'run'}", "data.batch_size=4"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    errs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
+    assert all(p.returncode != 0 for p in procs)
+    for err in errs:
+        assert "is not one shared folder: rank(s) 0, 1 (of 2) cannot see the others' files" in err
+    assert not (tmp_path / "node0" / "run" / "checkpoints").exists()
+    assert not (tmp_path / "node0" / "run" / "train_log.jsonl").exists()
