@@ -166,6 +166,8 @@ class TrainConfig(_Strict):
     compile_backend: str = "inductor"
     max_grad_norm: Optional[PositiveFloat] = None
     trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim"]] = ["tensorboard"]
+    # per tracker, keyword arguments of its init (accelerate's init_kwargs): {wandb: {entity: me, tags: [a]}}
+    tracker_kwargs: dict[str, dict[str, Any]] = {}
     # stop with a clear message when the loss stops being finite
     check_finite: bool = True
     # start from these weights (a run dir, a model folder or a Hub id; same model section), with a fresh optimizer

@@ -6,10 +6,45 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from .objective import TERMS
 from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
+
+
+# trackers whose runs have an id the run folder keeps, so a resume continues the same tracker run
+RESUMABLE_TRACKERS = ("wandb",)
+
+
+def tracker_init_kwargs(recipe, run_ids: Optional[Path], main: bool) -> dict:
+    """`train.tracker_kwargs`, plus for wandb the run id kept in `run_ids` (`<run>/trackers.json`; made at the
+    first start) with resume="allow": every resume continues the same wandb run instead of starting a new one."""
+    import uuid
+
+    kwargs = {name: dict(values) for name, values in recipe.train.tracker_kwargs.items()}
+    if run_ids is None or not any(t in RESUMABLE_TRACKERS for t in recipe.train.trackers):
+        return kwargs
+    ids = json.loads(run_ids.read_text()) if run_ids.is_file() else {}
+    for name in RESUMABLE_TRACKERS:
+        if name in recipe.train.trackers:
+            ids.setdefault(name, {"id": kwargs.get(name, {}).get("id") or uuid.uuid4().hex[:12]})
+            kwargs[name] = {**kwargs.get(name, {}), "id": ids[name]["id"], "resume": "allow"}
+    if main:
+        run_ids.write_text(json.dumps(ids, indent=2) + "\n")
+    return kwargs
+
+
+def log_images(accelerator, images: dict, step: int) -> None:
+    """PIL images to every tracker that takes images (TensorBoard, wandb, ...), as `name` at `step`."""
+    import numpy as np
+
+    for tracker in accelerator.trackers:
+        if not hasattr(tracker, "log_images"):
+            continue
+        if tracker.name == "tensorboard":  # SummaryWriter.add_images: a batch of arrays
+            tracker.log_images({k: np.asarray(v)[None] for k, v in images.items()}, step, dataformats="NHWC")
+        else:
+            tracker.log_images({k: [v] for k, v in images.items()}, step)
 
 
 class MetricLogger:
@@ -17,13 +52,14 @@ class MetricLogger:
     the run's train log (main process only). As a trainer component it logs the training terms every
     `train.log_every` steps and on the last one."""
 
-    def __init__(self, accelerator, path: Path, recipe, resumed_step: int = 0):
+    def __init__(self, accelerator, path: Path, recipe, resumed_step: int = 0, run_ids: Optional[Path] = None):
         from .config import flat_hparams
 
         self.accelerator, self.path, self.recipe = accelerator, Path(path), recipe
         self.enabled = accelerator.is_main_process
         self.truncate_after(resumed_step)
-        accelerator.init_trackers(recipe.name, config=flat_hparams(recipe))
+        init_kwargs = tracker_init_kwargs(recipe, run_ids, accelerator.is_main_process)
+        accelerator.init_trackers(recipe.name, config=flat_hparams(recipe), init_kwargs=init_kwargs)
 
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
         # numbers only to the trackers; labels (a split's name) stay in the train log

@@ -1,4 +1,5 @@
-"""Trainer component: a translation grid of the first validation pairs every `train.sample_every` steps."""
+"""Trainer component: a translation grid of the first validation pairs every `train.sample_every` steps, saved in
+the run folder and logged to the trackers as an image."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +33,13 @@ class SampleGrids:
         device = trainer.accelerator.device
         gen = torch.Generator(device="cpu").manual_seed(0)
         x, y = self.batch["x"].to(device), self.batch["y"].to(device)
+        from .metric_logger import log_images
+
         path = self.path_of(step)
         path.parent.mkdir(exist_ok=True)
-        translation_grid(trainer.raw_model, x, y, n_rows=x.shape[0], generator=gen).save(path)
+        grid = translation_grid(trainer.raw_model, x, y, n_rows=x.shape[0], generator=gen)
+        grid.save(path)
+        log_images(trainer.accelerator, {"samples/translation": grid}, step)
 
     def end(self, trainer) -> None:
         pass

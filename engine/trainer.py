@@ -53,6 +53,7 @@ def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Opti
             print(f"notice: train.mixed_precision={cfg.mixed_precision} overrides the launcher's {launcher}",
                   file=sys.stderr)
     if run is not None:
+        check_trackers_installed(cfg.trackers)
         kwargs.update(log_with=cfg.trackers or None, project_config=ProjectConfiguration(
             project_dir=str(run.root), logging_dir=str(run.tensorboard)))
     try:
@@ -62,6 +63,19 @@ def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Opti
 
         AcceleratorState._reset_state(reset_partial_state=True)
         return Accelerator(**kwargs)
+
+
+def check_trackers_installed(trackers: list[str]) -> None:
+    """A requested tracker whose package is missing: one line at start (accelerate would drop it or fail later)."""
+    from accelerate import utils
+
+    from .errors import UserError
+
+    for name in trackers:
+        if not getattr(utils, f"is_{name}_available")():
+            keep = [t for t in trackers if t != name]
+            raise UserError(f"train.trackers: {name} is not installed here; `pip install {name.replace('_', '-')}`, "
+                            f"or leave it out (train.trackers=[{', '.join(keep)}])")
 
 
 def _cast_buffers_like_parameters(model: torch.nn.Module) -> None:
@@ -217,7 +231,7 @@ class Trainer:
             }, indent=2))
         acc.print(f"{recipe.name}: {acc.num_processes} process(es) on {acc.device}, mixed precision "
                   f"{acc.mixed_precision}, compile {'on' if cfg.compile else 'off'}")
-        self.logger = MetricLogger(acc, run.train_log, recipe, resumed_step=self.state.step)
+        self.logger = MetricLogger(acc, run.train_log, recipe, resumed_step=self.state.step, run_ids=run.tracker_ids)
         self.components = [
             self.logger,
             Validation(recipe, self.info, run.best),
