@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch
 from .data.prepare.images import IMAGE_SUFFIXES, image_files, resize_square
 from .errors import UserError
 
-ImageSource = Union[str, os.PathLike, "PIL.Image.Image"]  # noqa: F821  (PIL is imported lazily)
+ImageSource = Union[str, os.PathLike, Any]  # a path, or a PIL image (PIL is imported lazily)
 FEATURE_SUFFIXES = (".npy",)
 
 

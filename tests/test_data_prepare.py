@@ -1,6 +1,5 @@
 """`iiae prepare`: every converter on raw files in the real formats, written here; determinism; CLI errors."""
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -12,9 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from datagen import car_plane, prepare, samples, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
-from engine.data import load_dataset_info, read_shard, sha256_file
-from engine.data.prepare import mnist_cdcb
-from engine.data.samples import decode_cls, decode_field
+from engine.data import load_dataset_info, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
