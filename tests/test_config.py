@@ -1,6 +1,5 @@
 """Recipes: every shipped recipe loads; overrides; malformed recipes give one line naming file and key, exit 2."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -79,7 +78,22 @@ def test_yaml_syntax_and_missing_file(tmp_path):
 
 
 def _iiae(*args):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    """`iiae ARGS` in this process, from the repository root: (returncode, stdout, stderr) like a subprocess."""
+    import contextlib
+    import io
+    import os
+    from types import SimpleNamespace
+
+    from engine.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(here)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_info_json_reports_paper_parameter_count():
