@@ -55,21 +55,16 @@ def _train(data, run, *extra, env=None):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, env={**_env(), **(env or {})})
 
 
-def test_wandb_kwargs_one_run_across_resumes_and_grids_to_every_tracker(debug_data, tmp_path, monkeypatch):
-    from engine.cli import main
-
+def test_wandb_kwargs_one_run_across_resumes_and_grids_to_every_tracker(debug_data, tmp_path):
+    # a process of its own: accelerate lists the available trackers once, when it is first imported
     stub, log = _stub_wandb(tmp_path / "stub"), tmp_path / "wandb.jsonl"
-    monkeypatch.syspath_prepend(str(stub))  # the stub and its dist-info: what accelerate looks for
-    monkeypatch.setenv("STUB_WANDB_LOG", str(log))
+    env = {"PYTHONPATH": str(stub), "STUB_WANDB_LOG": str(log)}
     run = tmp_path / "run"
-    options = [str(ROOT / "recipes" / "debug.yaml"), f"data.root={debug_data}", f"train.output_dir={run}",
-               "train.eval_every=100", "train.checkpoint_every=6", "train.sample_every=6",
-               "train.trackers=[tensorboard, wandb]", "train.tracker_kwargs={wandb: {entity: me, tags: [a, b]}}"]
-    try:
-        assert main(["train", *options, "train.max_steps=6"]) == 0
-        assert main(["train", *options, "train.max_steps=12", "--resume"]) == 0
-    finally:
-        sys.modules.pop("wandb", None)  # the stub stays out of later tests
+    options = ["train.trackers=[tensorboard, wandb]", "train.tracker_kwargs={wandb: {entity: me, tags: [a, b]}}"]
+    first = _train(debug_data, run, *options, "train.max_steps=6", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _train(debug_data, run, *options, "train.max_steps=12", "--resume", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
     events = [json.loads(line) for line in log.read_text().splitlines()]
     inits = [e for e in events if e["call"] == "init"]
     assert len(inits) == 2 and inits[0]["id"] == inits[1]["id"] and inits[0]["resume"] == "allow"

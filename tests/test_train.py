@@ -131,14 +131,20 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(debug_data, tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint_2"]
 
 
-def test_bad_input_is_one_line(debug_data, tmp_path):
-    proc = train(tmp_path / "nodata", tmp_path / "run", check=False)
-    assert proc.returncode == 2 and "iiae prepare" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = train(debug_data, tmp_path / "run2", "--resume", check=False)
-    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
-    proc = train(debug_data, tmp_path / "run3", "data.monitor_split=nope", check=False)  # found before any step
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert "data.monitor_split:" in proc.stderr and "'nope'" in proc.stderr and not (tmp_path / "run3").exists()
+def test_bad_input_is_one_line(debug_data, tmp_path, capsys):
+    from engine.train import main  # in this process: each case fails before training starts
+
+    def code_and_err(data, out, *extra):
+        code = main([str(ROOT / "recipes/debug.yaml"), f"data.root={data}", f"train.output_dir={out}", *extra])
+        return code, capsys.readouterr().err
+
+    code, err = code_and_err(tmp_path / "nodata", tmp_path / "run")
+    assert code == 2 and "iiae prepare" in err and len(err.strip().splitlines()) == 1
+    code, err = code_and_err(debug_data, tmp_path / "run2", "--resume")
+    assert code == 2 and "no complete checkpoint" in err
+    code, err = code_and_err(debug_data, tmp_path / "run3", "data.monitor_split=nope")  # found before any step
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "data.monitor_split:" in err and "'nope'" in err and not (tmp_path / "run3").exists()
 
 
 def _port() -> int:
