@@ -46,7 +46,7 @@ def _embed_many(model, batches: Iterable[dict], specs: list[tuple[str, str]], de
                 # paired batches hold both domains; per-domain (Sketchy) batches hold one, as "v"
                 v = batch[domain] if domain in batch else batch["v"]
                 out.append(encoders[which](v.to(device), domain).flatten(1).float())
-            n = len(next(iter(v for k, v in batch.items() if k in ("x", "y", "v"))))
+            n = outs[0][-1].shape[0]
             labels.append(batch["cls"] if "cls" in batch else torch.full((n,), -1))  # unlabelled batches: -1
             resized = batch.get("resized", 0)  # a running count: the last batch holds the total
             bar.update(n)

@@ -157,9 +157,10 @@ def translate_files(model, files: list[Path], root: Path, to_domain: str, out: P
 
     device, size = _model_device(model), model.cfg.image_size
     changed: Counter = Counter()
-    guide = None
+    guide = style = None
     if exclusive_from is not None:
-        guide = model.encode_exclusive(load_images([exclusive_from], size, changed).to(device), to_domain)
+        style = load_images([exclusive_from], size, changed)
+        guide = model.encode_exclusive(style.to(device), to_domain)
     gen = torch.Generator().manual_seed(seed)
     written, sheet_rows = [], []
     with eval_mode(model), progress_bar(total=len(files), unit="image", desc="translating",
@@ -183,7 +184,7 @@ def translate_files(model, files: list[Path], root: Path, to_domain: str, out: P
     notice(changed, len(files) + (exclusive_from is not None), size)
     rows = torch.cat(sheet_rows)
     if guide is not None:
-        source = load_images([exclusive_from], size).expand(len(rows), -1, -1, -1)
+        source = style.expand(len(rows), -1, -1, -1)
         rows = torch.cat([rows[:, :1], source[:, None], rows[:, 1:]], dim=1)
         headers = ["input", "excl. from", "guided"]
     else:

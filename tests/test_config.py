@@ -1,6 +1,5 @@
 """Recipes: every shipped recipe loads; overrides; malformed recipes give one line naming file and key, exit 2."""
 import json
-import sys
 from pathlib import Path
 
 import pytest

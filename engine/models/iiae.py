@@ -97,6 +97,10 @@ class IIAE(
         from . import ARCHITECTURES
 
         self.arch = ARCHITECTURES[self.cfg.arch]
+        # the shape of one input, checked by every encoder call
+        image = self.arch.INPUT_KIND == "image"
+        self.input_shape = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size) if image else \
+            (self.cfg.feature_dim,)
         self.parts = self.arch.build(self.cfg)
         self.apply(init_weights)
 
@@ -137,15 +141,6 @@ class IIAE(
         return model
 
     # ---- inputs -----------------------------------------------------------------------------------------
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The shape of one input: (channels, image_size, image_size) for image models, (feature_dim,) else."""
-        from . import input_kind
-
-        if input_kind(self.cfg) == "image":
-            return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
-        return (self.cfg.feature_dim,)
-
     def preprocess(self, images) -> torch.Tensor:
         """PIL images or image paths (one, or a sequence) → float [B, 3, S, S] in [−1, 1] on the model's device,
         made as `iiae prepare` made the training data: RGB, resized to the model's image_size (area filter
