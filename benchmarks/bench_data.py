@@ -18,7 +18,7 @@ from typing import Optional
 
 import bench_util as bu
 
-bu.ensure_repo_on_path()
+bu.require_iiae()
 
 
 class DataSource:
@@ -35,7 +35,7 @@ class DataSource:
 
     def root_for(self, recipe) -> tuple[Path, bool]:
         """(shard folder, synthetic?)"""
-        from engine.models import input_kind
+        from iiae.models import input_kind
 
         if self.data_arg:
             return Path(self.data_arg).resolve(), False
@@ -55,14 +55,14 @@ class DataSource:
         out = self._tmp / f"mnist_cdcb_{size}"
         if (out / "dataset.json").exists():
             return out
-        from engine.data.synthetic import MNIST_FILES, write_mnist_idx
+        from iiae.data.synthetic import MNIST_FILES, write_mnist_idx
 
         mnist = self._tmp / "fake_mnist"
         if not (mnist / MNIST_FILES[0]).exists():
             write_mnist_idx(mnist)
         pairs = 256 if self.quick else 2048
         self.log(f"  making synthetic {size}-px MNIST-CDCB shards ({pairs} pairs per split) in {out}")
-        from engine.cli import main as iiae
+        from iiae.cli import main as iiae
 
         tick = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the one JSON object
@@ -81,7 +81,7 @@ def loader_and_step(engine, recipe_path: str, root: Path, *, quick: bool, block_
     machine load during the run hits both sides of a ratio alike. Before each timed loader block the batches
     the DataLoader workers prefetched while the step ran are taken untimed."""
     from bench_step import load, memory_batch
-    from engine.data import load_dataset_info, make_train_loader
+    from iiae.data import load_dataset_info, make_train_loader
 
     recipe = load(recipe_path, [f"data.root={root}", "data.batches_per_epoch=1000000"])
     info = load_dataset_info(root)
@@ -136,7 +136,7 @@ def fed_vs_memory(engine, recipe_path: str, root: Path, *, quick: bool, loader_s
     """Engine steps whose batches come from the loader through the Trainer's own `batches()` vs the same
     engine on the in-memory batch, in alternating blocks: ≈ 1 when the loader keeps up while sharing the CPUs."""
     from bench_step import load, memory_batch
-    from engine.data import load_dataset_info
+    from iiae.data import load_dataset_info
 
     recipe = load(recipe_path, [f"data.root={root}"])
     info = load_dataset_info(root)
@@ -196,7 +196,7 @@ def profile_loader(recipe_path: str, source: DataSource, batches: int = 100) -> 
     import pstats
 
     from bench_step import load
-    from engine.data import load_dataset_info, make_train_loader
+    from iiae.data import load_dataset_info, make_train_loader
 
     root, _ = source.root_for(load(recipe_path))
     recipe = load(recipe_path, [f"data.root={root}", "data.num_workers=0", f"data.batches_per_epoch={batches}"])

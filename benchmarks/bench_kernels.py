@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import bench_util as bu
 
-bu.ensure_repo_on_path()
+bu.require_iiae()
 
 import torch  # noqa: E402
 
@@ -138,7 +138,7 @@ def cases(shapes: dict, low_precision: dict) -> list[tuple[str, str, str]]:
 
 
 def _callables(kernel: str, compiled: dict) -> dict[str, Callable]:
-    import kernels
+    from iiae import kernels
 
     fused = getattr(kernels, kernel)
     ref = getattr(kernels.reference, kernel)
@@ -194,7 +194,7 @@ def _recompile_room(n_graphs: int) -> None:
 def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budget_s: float = 240.0,
         log=print) -> dict:
     """The kernels section. On CUDA the fused impl is the Triton path (IIAE_KERNELS=triton)."""
-    import kernels
+    from iiae import kernels
 
     # compile baselines are benchmarked with retain_graph backward; donated buffers would forbid that
     try:

@@ -30,13 +30,13 @@ VARIANTS = {
 
 
 def measure(recipe_path: str, variant: str, device: str, *, steps: int, rounds: int, warmup: int) -> dict:
-    bu.ensure_repo_on_path()
+    bu.require_iiae()
     import torch
 
     from bench_step import EngineLoop, load, memory_batch
 
     recipe = load(recipe_path, VARIANTS[variant][1])
-    import kernels
+    from iiae import kernels
 
     engine = EngineLoop.build(recipe, device)
     batch = memory_batch(recipe, device)

@@ -1,6 +1,6 @@
 """The engine's train step vs a bare PyTorch loop on the same model config and the same in-memory batch.
 
-The engine side is `engine.trainer.Trainer.build(recipe)` — the same construction as training — and its
+The engine side is `iiae.trainer.Trainer.build(recipe)` — the same construction as training — and its
 `train_step`. The bare side is the few lines a PyTorch user would write.
 """
 from __future__ import annotations
@@ -12,13 +12,13 @@ from typing import Optional
 
 import bench_util as bu
 
-bu.ensure_repo_on_path()
+bu.require_iiae()
 
 import torch  # noqa: E402
 
 
 def load(recipe_path: str, overrides: Optional[list[str]] = None):
-    from engine.config import load_recipe
+    from iiae.config import load_recipe
 
     return load_recipe(recipe_path, overrides or [])
 
@@ -26,7 +26,7 @@ def load(recipe_path: str, overrides: Optional[list[str]] = None):
 def _model_and_optimizer(recipe):
     """The bare loop's model and Adam, initialised as the Trainer initialises them (same seeds, same weights)."""
     from accelerate.utils import set_seed
-    from engine.models import IIAE
+    from iiae.models import IIAE
 
     set_seed(recipe.seed)
     model = IIAE.from_recipe(recipe)
@@ -45,7 +45,7 @@ class EngineLoop:
 
     @classmethod
     def build(cls, recipe, device: str) -> "EngineLoop":
-        from engine.trainer import Trainer
+        from iiae.trainer import Trainer
 
         trainer = Trainer.build(recipe, device=device)
         trainer.model.train()
@@ -88,7 +88,7 @@ class BareLoop:
         self.t = 0
 
     def run(self, batch: dict, n: int) -> None:
-        from engine.objective import annealing, iiae_loss
+        from iiae.objective import annealing, iiae_loss
 
         x, y = (batch[k].to(memory_format=self.memory_format) for k in "xy")
         objective = self.recipe.objective
@@ -108,7 +108,7 @@ def memory_batch(recipe, device: str, seed: int = 0) -> dict:
     """One batch as the loader yields it (float [B,3,H,W] in [−1, 1]; features [B,F]), already on `device`."""
     m, b = recipe.model, recipe.data.batch_size
     gen = torch.Generator().manual_seed(seed)
-    from engine.models import input_kind
+    from iiae.models import input_kind
 
     shape = (b, m.feature_dim) if input_kind(m) == "feature" else (b, m.channels, m.image_size, m.image_size)
     x = torch.rand(shape, generator=gen) * 2 - 1

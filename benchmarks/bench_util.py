@@ -21,12 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository root
 RESULTS = ROOT / "benchmarks" / "out"  # untracked: a run never modifies tracked files (see --results)
 
 
-def ensure_repo_on_path() -> None:
-    """Import `engine` and `kernels` from this checkout (before any installed package of the same name;
-    the PyPI `kernels` is an unrelated Hugging Face package)."""
-    root = str(ROOT)
-    if root not in sys.path:
-        sys.path.insert(1 if sys.path and sys.path[0] == str(Path(__file__).parent) else 0, root)
+def require_iiae() -> None:
+    """The benchmarks import the package `iiae` (this checkout, installed with `pip install -e .`); say so in one
+    line when it is missing instead of failing deep inside an import."""
+    try:
+        import iiae  # noqa: F401
+    except ImportError:
+        sys.exit(f"{Path(sys.argv[0]).name}: the package `iiae` is not installed in {sys.executable}: run "
+                 f"`pip install -e .` (or `make setup`) in {ROOT} first")
 
 
 # ---- environment ------------------------------------------------------------------------------------------

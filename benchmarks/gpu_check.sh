@@ -75,8 +75,14 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 
 # would make every later build in ~/.cache/torch_extensions wait for ever. One gpu_check.sh at a time per machine.
 export TORCH_EXTENSIONS_DIR=${GPU_CHECK_TORCH_EXTENSIONS:-/tmp/iiae_gpu_check_torch_extensions}
 mkdir -p "$TORCH_EXTENSIONS_DIR" && find "$TORCH_EXTENSIONS_DIR" -name lock -type f -delete
-# the checkout first (the PyPI package `kernels` is someone else's), then the carried wheels
-export PYTHONPATH="$REPO:$SITE/wheels${PYTHONPATH:+:$PYTHONPATH}"
+# The checkout as the installed package would lay it out (engine/ is `iiae`, kernels/ `iiae.kernels`, recipes/
+# `iiae.shipped_recipes`), made of links so that nothing is installed or copied; first on the path, then the
+# carried wheels.
+mkdir -p "$SITE/project/iiae"
+ln -s "$REPO"/engine/* "$SITE/project/iiae/"
+ln -s "$REPO/kernels" "$SITE/project/iiae/kernels"
+ln -s "$REPO/recipes" "$SITE/project/iiae/shipped_recipes"
+export PYTHONPATH="$SITE/project:$SITE/wheels${PYTHONPATH:+:$PYTHONPATH}"
 
 rm -f "$WORK"/*.log "$WORK"/*.xml "$WORK"/*.json "$WORK"/*.check.txt "$WORK"/preflight.env "$SUMMARY"
 : > "$LOG"
@@ -367,15 +373,15 @@ for f in carried:
         problems.append(f"carried {Path(f).name}, but Python finds {name} {version(name)}")
 if not missing:
     try:
-        import kernels
-        import engine.trainer  # noqa: F401  (accelerate, pydantic, the models)
+        from iiae import kernels
+        import iiae.trainer  # noqa: F401  (accelerate, pydantic, the models)
 
         if Path(kernels.__file__).resolve().parent != Path.cwd().resolve() / "kernels":
-            problems.append(f"`import kernels` gives {kernels.__file__}, not this checkout's")
+            problems.append(f"`from iiae import kernels` gives {kernels.__file__}, not this checkout's")
         if cuda and kernels._TRITON_ERROR is not None:
             problems.append(f"Triton is not usable: {kernels._TRITON_ERROR!r} (the kernel tests will fail)")
     except Exception as err:
-        missing.append(f"the project itself (import kernels, engine.trainer: {type(err).__name__}: {err})")
+        missing.append(f"the project itself (iiae.kernels, iiae.trainer: {type(err).__name__}: {err})")
 xdist = importlib.util.find_spec("xdist") is not None
 print("versions: " + ", ".join(f"{d} {version(d)}" for d in ("triton", "accelerate", "pydantic", "pydantic-core",
                                                               "typing-extensions", "webdataset", "deepspeed",
@@ -421,8 +427,8 @@ DATA_PY=$(cat <<'EOF'
 import shutil, sys
 from pathlib import Path
 
-from engine.cli import main
-from engine.data.synthetic import write_mnist_idx
+from iiae.cli import main
+from iiae.data.synthetic import write_mnist_idx
 
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
 write_mnist_idx(raw)

@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --quick                # tiny sizes, ~30 s: checks that it all works
 
 Sections (see benchmarks/README.md for what each figure means):
-  engine_vs_bare  engine.step.train_step (built as engine/train.py builds it) vs a bare PyTorch loop, same model
+  engine_vs_bare  `iiae.trainer.Trainer.train_step` (built as engine/train.py builds it) vs a bare PyTorch loop, same model
                   config and in-memory batch, interleaved timing blocks → samples/s each and the ratio (≥ 0.97)
   fastest_vs_bare the engine at each fast setting this device supports (channels-last, torch.compile, bf16 where
                   native) vs the bare fp32 eager loop, interleaved → the fastest accurate ratio (≥ 1.5)
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import bench_util as bu
 
-bu.ensure_repo_on_path()
+bu.require_iiae()
 
 DEFAULT_RECIPES = ["debug", "mnist_cdcb_cpu"]
 SECTIONS = ("engine", "fast", "loader", "kernels", "paper")
@@ -77,8 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="DIR", help="also write torch.profiler tables of engine vs bare steps and "
                                                    "a cProfile of the loader into DIR")
     args = p.parse_args(argv)
-    from engine.device import resolve_device
-    from engine.errors import UserError
+    from iiae.device import resolve_device
+    from iiae.errors import UserError
 
     try:
         args.device = resolve_device(args.device).type

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import bench_util as bu
 
-bu.ensure_repo_on_path()
+bu.require_iiae()
 
 from bench_step import FP32_EAGER  # noqa: E402
 
@@ -53,7 +53,7 @@ class StopAtTarget:
         return False
 
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
-        from engine.retrieval import SHARED_RECALL
+        from iiae.retrieval import SHARED_RECALL
 
         last = self.validation.last
         if last and last[0] == trainer.state.step and min(last[1][k] for k in SHARED_RECALL) >= self.target:
@@ -64,10 +64,10 @@ class StopAtTarget:
 
 
 def train_to_target(recipe, run_root: Path, target: float) -> dict:
-    from engine.retrieval import SHARED_RECALL
-    from engine.run_dir import RunDir
-    from engine.selection import Validation
-    from engine.trainer import Trainer
+    from iiae.retrieval import SHARED_RECALL
+    from iiae.run_dir import RunDir
+    from iiae.selection import Validation
+    from iiae.trainer import Trainer
 
     run = RunDir(run_root)
     try:
@@ -88,8 +88,8 @@ def train_to_target(recipe, run_root: Path, target: float) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from engine.config import load_recipe
-    from engine.errors import UserError
+    from iiae.config import load_recipe
+    from iiae.errors import UserError
 
     tmp = tempfile.TemporaryDirectory(prefix="tta_")
     recipe_path, data, target, common = args.recipe, args.data, args.target, []
@@ -155,7 +155,7 @@ def plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from engine.retrieval import SHARED_RECALL
+    from iiae.retrieval import SHARED_RECALL
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, d in result["settings"].items():

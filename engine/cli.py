@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import UserError
 
 # subcommand → (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
-    "recipes": ("engine.recipes", "list, show or copy the recipes that ship with the engine"),
-    "info": ("engine.info", "show a recipe's resolved settings, parameter counts and latent shapes"),
-    "prepare": ("engine.data.prepare", "convert a raw dataset into webdataset shards + dataset.json"),
-    "train": ("engine.train", "train a recipe (same as `python engine/train.py`)"),
-    "eval": ("engine.evaluate", "evaluate a run or Hub model with the paper's retrieval protocol"),
-    "translate": ("engine.translate", "translate image files, or draw translation and exclusive-swap grids"),
-    "embed": ("engine.embed", "save the shared (or exclusive) codes of image files"),
-    "retrieve": ("engine.retrieve", "find each query image's nearest images of the other domain"),
-    "push": ("engine.hub", "publish a run's selected model to the Hugging Face Hub"),
+    "recipes": ("iiae.recipes", "list, show or copy the recipes that ship with the engine"),
+    "info": ("iiae.info", "show a recipe's resolved settings, parameter counts and latent shapes"),
+    "prepare": ("iiae.data.prepare", "convert a raw dataset into webdataset shards + dataset.json"),
+    "train": ("iiae.train", "train a recipe (same as `python engine/train.py`)"),
+    "eval": ("iiae.evaluate", "evaluate a run or Hub model with the paper's retrieval protocol"),
+    "translate": ("iiae.translate", "translate image files, or draw translation and exclusive-swap grids"),
+    "embed": ("iiae.embed", "save the shared (or exclusive) codes of image files"),
+    "retrieve": ("iiae.retrieve", "find each query image's nearest images of the other domain"),
+    "push": ("iiae.hub", "publish a run's selected model to the Hugging Face Hub"),
 }
 
 
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"iiae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class ObjectiveConfig(_Strict):
 
 class DataConfig(_Strict):
     # a folder (`~` and $VARS expanded) or a URL: https://host/dir, pipe:CMD with {} for the file name
-    # (engine.data.location)
+    # (iiae.data.location)
     root: str
     batch_size: PositiveInt = 8
     num_workers: NonNegativeInt = 2
@@ -297,7 +297,7 @@ def validated(section: type[_Strict], data: Any, source: str, key: str):
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML (a path, or a shipped recipe's name: `engine.recipes.resolve`), apply `a.b=value` overrides,
+    """Read a recipe YAML (a path, or a shipped recipe's name: `iiae.recipes.resolve`), apply `a.b=value` overrides,
     validate. Raises RecipeError (one line)."""
     from .recipes import resolve
 

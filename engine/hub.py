@@ -186,7 +186,7 @@ def build_card(cfg: ModelConfig, obj: ObjectiveConfig, *, repo_id: Optional[str]
         f"(or `pip install iiae=={__version__}` where it is published).", "",
         "## Preprocessing", "", prep, "",
         "## Usage", "", "```python",
-        "from engine.models import IIAE",
+        "from iiae.models import IIAE",
         f"model = IIAE.from_pretrained({load})   # strict loading, eval mode",
         usage, "```", "",
     ]

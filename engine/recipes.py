@@ -2,7 +2,7 @@
 
 Every command that takes a recipe (`iiae train/info`, `engine/train.py`, the benchmarks) reads it through
 `resolve`: a file when one exists at the path given, otherwise a shipped recipe of that name (`sketchy`,
-`sketchy.yaml`). Installed, the recipes are package data (engine/shipped_recipes/); in a clone, recipes/.
+`sketchy.yaml`). Installed, the recipes are package data (iiae/shipped_recipes/); in a clone, recipes/.
 """
 from __future__ import annotations
 

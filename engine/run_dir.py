@@ -3,7 +3,7 @@
 A folder becomes a run when the engine creates or claims it: it then holds `.iiae-run` (a marker naming the
 engine). The engine deletes only inside a marked folder, and there only the names it writes itself (`ENGINE_NAMES`);
 it never deletes, or even writes into, a folder it did not create unless that folder is empty. While a run trains,
-its writer holds the folder's lock (`engine.run_lock`).
+its writer holds the folder's lock (`iiae.run_lock`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     accelerate launch [--config_file recipes/accelerate/X.yaml] engine/train.py recipes/Y.yaml [a.b=v ...]
     torchrun --nproc_per_node N engine/train.py recipes/Y.yaml ...      python engine/train.py ...      iiae train ...
 
-The recipe is loaded and checked, the run folder named; `engine.trainer.Trainer` does the rest.
+The recipe is loaded and checked, the run folder named; `iiae.trainer.Trainer` does the rest.
 """
 from __future__ import annotations
 
@@ -11,14 +11,19 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the package, not sibling modules
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if __package__ in (None, ""):  # run as a script: import the installed package `iiae`, never sibling modules
+    del sys.path[0]
+    try:
+        import iiae  # noqa: F401
+    except ImportError:
+        sys.exit(f"{sys.argv[0]}: the package `iiae` is not installed in {sys.executable}: run `pip install -e .` "
+                 "(or `make setup`) in the checkout first")
 
-from engine.config import load_recipe
-from engine.data.location import is_remote
-from engine.errors import UserError
-from engine.run_dir import RunDir, check_output_dir
-from engine.trainer import Trainer
+from iiae.config import load_recipe
+from iiae.data.location import is_remote
+from iiae.errors import UserError
+from iiae.run_dir import RunDir, check_output_dir
+from iiae.trainer import Trainer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -220,7 +220,7 @@ class Trainer:
     def _attach_components(self, checkpoint, changes=None) -> None:
         recipe, run, acc, cfg = self.recipe, self.run, self.accelerator, self.recipe.train
         if acc.is_main_process:
-            import kernels
+            from iiae import kernels
 
             run.run_info.write_text(json.dumps({
                 "kernels_backend": kernels.backend(torch.empty(1, device=acc.device)), "device": str(acc.device),

@@ -161,5 +161,5 @@ _gaussian_kl_op = _ops.fused_op(
 def gaussian_kl(
     mu: torch.Tensor, logvar: torch.Tensor, mu_p: Optional[torch.Tensor], logvar_p: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    """Triton path of `kernels.gaussian_kl` (dispatch and validation live in kernels/__init__)."""
+    """Triton path of `iiae.kernels.gaussian_kl` (dispatch and validation live in kernels/__init__)."""
     return _gaussian_kl_op(mu, logvar, mu_p, logvar_p)

@@ -103,5 +103,5 @@ _reparameterize_op = _ops.fused_op(
 def reparameterize(
     mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor], seed: int, offset: int
 ) -> torch.Tensor:
-    """Triton path of `kernels.reparameterize` (dispatch and seed drawing live in kernels/__init__)."""
+    """Triton path of `iiae.kernels.reparameterize` (dispatch and seed drawing live in kernels/__init__)."""
     return _reparameterize_op(mu, logvar, eps, seed, offset)

@@ -194,6 +194,6 @@ def shared_latent_terms(
     seed: int,
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Triton path of `kernels.shared_latent_terms` (dispatch and validation live in kernels/__init__)."""
+    """Triton path of `iiae.kernels.shared_latent_terms` (dispatch and validation live in kernels/__init__)."""
     z, kl = _shared_latent_op(mu, logvar, mu_rx, logvar_rx, mu_ry, logvar_ry, eps, seed, offset)
     return z, kl[0], kl[1], kl[2]

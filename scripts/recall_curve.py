@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.retrieval import SHARED_RECALL
+from iiae.retrieval import SHARED_RECALL
 
 
 def main() -> None:

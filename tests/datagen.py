@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from engine.data.synthetic import MNIST_FILES, digit_templates, fake_mnist, write_mnist_idx  # noqa: F401
+from iiae.data.synthetic import MNIST_FILES, digit_templates, fake_mnist, write_mnist_idx  # noqa: F401
 
 def write_pix2pix(folder: Path, files: dict[str, Iterable[int]], half: int = 48, seed: int = 0) -> None:
     """folder/<split>/<n>.jpg: side-by-side pairs (left X: a smooth colour field; right Y: blocky labels)."""
@@ -87,7 +87,7 @@ def write_hf_pairs(folder: Path, splits: Optional[dict[str, int]] = None, size: 
 
 def prepare(*argv: str) -> int:
     """`iiae prepare ...` in this process; returns the exit code."""
-    from engine.cli import main
+    from iiae.cli import main
 
     return main(["prepare", *map(str, argv)])
 
@@ -107,8 +107,8 @@ def samples(info, split):
     """Every stored sample of a stored split, decoded: [(key, {"x"/"y": ..., "cls": int, "json": dict})]."""
     import json
 
-    from engine.data import read_shard
-    from engine.data.samples import decode_cls, decode_field
+    from iiae.data import read_shard
+    from iiae.data.samples import decode_cls, decode_field
 
     out = []
     for shard in info.splits[split].shards:

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.config import load_recipe  # noqa: E402
-from engine.shutdown import end_run  # noqa: E402
-from engine.trainer import Trainer  # noqa: E402
+from iiae.config import load_recipe
+from iiae.shutdown import end_run
+from iiae.trainer import Trainer
 
 GLOBAL_BATCH, STEPS = 8, 4
 

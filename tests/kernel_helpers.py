@@ -46,7 +46,7 @@ TOL = {
 
 @pytest.fixture
 def triton_path(monkeypatch):
-    """Every `kernels.*` call in the test takes the Triton path (import this fixture into the test module)."""
+    """Every `iiae.kernels.*` call in the test takes the Triton path (import this fixture into the test module)."""
     if not TRITON_RUNS:
         pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
     monkeypatch.setenv("IIAE_KERNELS", "triton")
@@ -65,7 +65,7 @@ def _kernel_device(request, monkeypatch) -> torch.device:
 
 
 _TWIN = pytest.param(TWIN_DEVICE, id="cuda", marks=pytest.mark.gpu)
-# The device of a case with a gpu twin; every `kernels.*` call in the test takes the Triton path.
+# The device of a case with a gpu twin; every `iiae.kernels.*` call in the test takes the Triton path.
 kernel_device = pytest.fixture(params=[pytest.param("cpu", id="cpu"), _TWIN])(_kernel_device)
 # The gpu twin alone (no CPU case: the default tier's runtime stays as it is).
 gpu_kernel_device = pytest.fixture(params=[_TWIN])(_kernel_device)
@@ -77,7 +77,7 @@ def forced_splits(monkeypatch, splits: int) -> list[int]:
     split counts used, one per reduction launch, to check that the layout was taken."""
     import triton
 
-    from kernels import _utils
+    from iiae.kernels import _utils
 
     used: list[int] = []
     block_size = _utils.block_size

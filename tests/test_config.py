@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import RecipeError, load_recipe
+from iiae.config import RecipeError, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -83,7 +83,7 @@ def _iiae(*args):
     import os
     from types import SimpleNamespace
 
-    from engine.cli import main
+    from iiae.cli import main
 
     out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(ROOT)
@@ -121,7 +121,7 @@ def test_info_shows_model_options():
 
 
 def test_info_prints_the_whole_resolved_recipe_and_overrides_parse_by_field_type(capsys, monkeypatch):
-    from engine.cli import main
+    from iiae.cli import main
 
     monkeypatch.setenv("HOME", "/home/someone")
     monkeypatch.setenv("DATA", "/srv/data")
@@ -153,8 +153,8 @@ def test_info_errors_are_one_line_exit_2(args, needle):
 def test_version_is_pyprojects(capsys):
     import tomllib
 
-    from engine import __version__
-    from engine.cli import main
+    from iiae import __version__
+    from iiae.cli import main
 
     want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert __version__ == want

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from datagen import prepare, write_sketchy
-from engine.config import load_recipe
-from engine.data import (CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader,
+from iiae.config import load_recipe
+from iiae.data import (CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader,
                          train_batches_per_epoch)
-from engine.data.transforms import symmetry
-from engine.errors import DataError
+from iiae.data.transforms import symmetry
+from iiae.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,8 +130,8 @@ def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
         import sys
         import torch
         import torch.distributed as dist
-        from engine.config import load_recipe
-        from engine.data import load_dataset_info, make_train_loader
+        from iiae.config import load_recipe
+        from iiae.data import load_dataset_info, make_train_loader
 
         dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -146,7 +146,7 @@ def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
         open(f"rank{rank}.txt", "w").write(f"rank {rank} batches {count} skipped {skipped}")
         dist.destroy_process_group()
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         ["timeout", "-k", "5", "150", sys.executable, "-m", "torch.distributed.run", "--standalone",
          "--nproc_per_node", "2", str(script), str(ROOT / "recipes" / "debug.yaml"), f"data.root={data}",
@@ -164,7 +164,7 @@ def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
 def test_cache_serves_the_disk_stream_from_memory(debug_data, tmp_path):
     """data.cache: the batches of every epoch equal the uncached ones; once each shard has been read cleanly
     the files are not opened again (here: they are gone). A damaged shard is never cached: it keeps warning."""
-    from engine.data import stream
+    from iiae.data import stream
 
     data = copy(debug_data, tmp_path)
     truncate(data / "train-000002.tar", 0.5)
@@ -188,7 +188,7 @@ def test_cache_serves_the_disk_stream_from_memory(debug_data, tmp_path):
 
 
 def test_cache_needs_the_main_process(debug_data):
-    from engine.config import RecipeError
+    from iiae.config import RecipeError
 
     with pytest.raises(RecipeError, match="cache: true needs num_workers: 0"):
         recipe(debug_data, "data.num_workers=1", "data.cache=true")

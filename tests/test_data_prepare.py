@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from datagen import car_plane, prepare, samples, write_cars, write_hf_pairs, write_mnist_idx, write_pix2pix, write_sketchy
-from engine.data import load_dataset_info, sha256_file
+from iiae.data import load_dataset_info, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*argv, env=None):
-    """`python -m engine.cli ...` in a subprocess: (exit code, stdout, stderr)."""
-    run = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
+    """`python -m iiae.cli ...` in a subprocess: (exit code, stdout, stderr)."""
+    run = subprocess.run([sys.executable, "-m", "iiae.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, **(env or {})})
     return run.returncode, run.stdout, run.stderr
 
@@ -162,7 +162,7 @@ def test_mnist_cdcb_from_the_hub(tmp_path, monkeypatch):
             for split, p in (("train", "train"), ("test", "t10k"))})
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    monkeypatch.setattr("engine.hub_connection.check_hub_reachable", lambda: None)  # the Hub, mocked at its boundary
+    monkeypatch.setattr("iiae.hub_connection.check_hub_reachable", lambda: None)  # the Hub, mocked at its boundary
     out = tmp_path / "out"
     assert prepare("mnist-cdcb", "--size", 32, "--out", out, "--limit", 3) == 0
     info = load_dataset_info(out)
@@ -333,8 +333,8 @@ def test_catalogue_hints_are_prepare_calls_of_their_source(tmp_path):
     dataset (a `_<size>` ending adds --size where the hint says so)."""
     import argparse
 
-    from engine.data import catalogue
-    from engine.data import prepare as prepare_cli
+    from iiae.data import catalogue
+    from iiae.data import prepare as prepare_cli
 
     parser = argparse.ArgumentParser()
     prepare_cli.add_arguments(parser)

@@ -91,7 +91,7 @@ def test_zero_2_clips_from_the_recipe_and_resumes_exactly(debug_data, plain, sto
 def test_bf16_under_deepspeed_casts_inputs_and_trains(debug_data, plain, tmp_path):
     """DeepSpeed casts the weights to bf16 and turns accelerate's autocast off: the inputs (and BatchNorm's
     statistics) follow the weights; the trajectory stays within bf16 rounding of fp32; best/ loads and embeds."""
-    from engine.models import IIAE
+    from iiae.models import IIAE
 
     run = tmp_path / "run"
     ds_train(debug_data, run, precision="bf16")

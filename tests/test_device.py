@@ -5,8 +5,8 @@ import pytest
 def test_mps_is_chosen_when_present_and_refused_when_absent(monkeypatch):
     import torch
 
-    from engine.device import resolve_device
-    from engine.errors import UserError
+    from iiae.device import resolve_device
+    from iiae.errors import UserError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from engine import cli
-from engine.config import load_recipe, save_recipe
-from engine.data import load_dataset_info, write_dataset
-from engine.data.samples import encode_sample
-from engine.errors import UserError
-from engine.evaluate import embed, evaluate, paired_metrics, sketchy_metrics
-from engine.run_dir import load_model
-from engine.models import IIAE
+from iiae import cli
+from iiae.config import load_recipe, save_recipe
+from iiae.data import load_dataset_info, write_dataset
+from iiae.data.samples import encode_sample
+from iiae.errors import UserError
+from iiae.evaluate import embed, evaluate, paired_metrics, sketchy_metrics
+from iiae.run_dir import load_model
+from iiae.models import IIAE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 META = dict(source="test", command="iiae prepare test", provenance={}, seed=0)
@@ -194,7 +194,7 @@ def test_eval_subprocess_prints_only_json(debug_run):
     import sys
 
     run, data = debug_run
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "eval", str(run), "--data", str(data), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "iiae.cli", "eval", str(run), "--data", str(data), "--json"],
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n"] == 64
@@ -203,7 +203,7 @@ def test_eval_subprocess_prints_only_json(debug_run):
 def test_translate_and_push_cli(debug_run, capsys, monkeypatch):
     from PIL import Image
 
-    from engine.translate import grid_size
+    from iiae.translate import grid_size
 
     run, data = debug_run
     out = run / "samples" / "grid.png"
@@ -272,7 +272,7 @@ class ViewOracle(nn.Module):
 
 def test_view_metrics_known_answers(tmp_path):
     from datagen import prepare, write_cars
-    from engine.view_metrics import AZIMUTHS, view_metrics, views_grid
+    from iiae.view_metrics import AZIMUTHS, view_metrics, views_grid
 
     write_cars(tmp_path / "raw", [1, 2, 192, 193])
     assert prepare("cars", "--src", tmp_path / "raw", "--size", 32, "--out", tmp_path / "cars") == 0
@@ -310,7 +310,7 @@ class CopyModel(nn.Module):
 
 
 def test_translation_error_known_answers(tmp_path):
-    from engine.translation_error import l1_psnr, translation_error
+    from iiae.translation_error import l1_psnr, translation_error
 
     same = load_dataset_info(_paired_dataset(tmp_path / "same", 20))  # y = x
     m = translation_error(CopyModel(), same, "test", batch_size=8, progress=False)

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from engine.errors import UserError
-from engine.fidelity import SIZE, Classifier, classifiers, classify, fidelity_metrics, train_classifier
+from iiae.errors import UserError
+from iiae.fidelity import SIZE, Classifier, classifiers, classify, fidelity_metrics, train_classifier
 
 
 def _quadrants(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +59,8 @@ def test_fidelity_metrics_with_a_content_keeping_translator(tmp_path, monkeypatc
         for i in range(0, 40, batch_size):
             yield {"x": test_x[i:i + batch_size], "y": test_x[i:i + batch_size], "cls": test_y[i:i + batch_size]}
 
-    monkeypatch.setattr("engine.fidelity._load_train", fake_train)
-    monkeypatch.setattr("engine.data.iter_eval_batches", fake_batches)
+    monkeypatch.setattr("iiae.fidelity._load_train", fake_train)
+    monkeypatch.setattr("iiae.data.iter_eval_batches", fake_batches)
     still = fidelity_metrics(_Translator(0.0), info, "test", cache_dir=tmp_path, steps=60, batch_size=16, progress=False)
     assert still["translation_accuracy_x2y"] == pytest.approx(still["classifier_accuracy_y"])
     assert still["translation_accuracy_x2y"] >= 0.9

@@ -12,11 +12,11 @@ from huggingface_hub import HfApi
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from engine import cli
-from engine.config import load_recipe, save_recipe
-from engine.errors import UserError
-from engine.hub import model_card, push
-from engine.models import IIAE
+from iiae import cli
+from iiae.config import load_recipe, save_recipe
+from iiae.errors import UserError
+from iiae.hub import model_card, push
+from iiae.models import IIAE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 METRICS = {"model": "run", "dataset": "mnist-cdcb", "split": "test", "recall_at_1_x2y": 0.9844,
@@ -187,7 +187,7 @@ def test_strict_loading_rejects_missing_and_extra_tensors(tmp_path):
 
 
 def test_strict_loading_rejects_a_config_that_does_not_match(tmp_path):
-    from engine.run_dir import load_model
+    from iiae.run_dir import load_model
 
     _, path = _saved(tmp_path)
     config = json.loads((path / "config.json").read_text())
@@ -209,8 +209,8 @@ def test_an_unreachable_hub_fails_in_one_attempt(monkeypatch):
 
     from huggingface_hub import constants
 
-    from engine.errors import UserError
-    from engine.run_dir import load_model
+    from iiae.errors import UserError
+    from iiae.run_dir import load_model
 
     with socket.socket() as s:  # a local port nobody listens on: the connection is refused at once
         s.bind(("127.0.0.1", 0))

@@ -9,13 +9,13 @@ import torch
 from PIL import Image
 
 from datagen import write_paired
-from engine.cli import main
-from engine.config import load_recipe
-from engine.data.prepare.images import resize_square
-from engine.embed import embed_files, load_embeddings
-from engine.image_files import to_uint8
-from engine.models import IIAE
-from engine.translate import grid_size
+from iiae.cli import main
+from iiae.config import load_recipe
+from iiae.data.prepare.images import resize_square
+from iiae.embed import embed_files, load_embeddings
+from iiae.image_files import to_uint8
+from iiae.models import IIAE
+from iiae.translate import grid_size
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -18,8 +17,8 @@ from kernel_helpers import (  # noqa: F401  (triton_path is a fixture)
     triton_path,
 )
 
-import kernels
-from kernels import reference as ref
+from iiae import kernels
+from iiae.kernels import reference as ref
 
 
 # ---- torch.compile ---------------------------------------------------------------------------------------------
@@ -106,19 +105,13 @@ def test_input_validation():
         kernels.gaussian_kl(mu[0, 0], logvar[0, 0])
 
 
-def test_kernels_is_this_repo():
-    """`kernels` is also a Hugging Face package on PyPI: make sure the import resolves to ours."""
-    assert pathlib.Path(kernels.__file__).resolve() == REPO / "kernels" / "__init__.py"
-    assert callable(kernels.gaussian_kl) and kernels.reference.__name__ == "kernels.reference"
-
-
 def test_import_without_triton_or_interpreter():
     """Importing never fails: no Triton at all, or Triton without CUDA and without the interpreter."""
     script = """
 import sys, torch
 if sys.argv[1] == "no-triton":
     sys.modules["triton"] = None  # makes `import triton` raise ImportError
-import kernels
+from iiae import kernels
 x = torch.zeros(2, 3)
 assert kernels.backend(x) == "torch"
 assert kernels.gaussian_kl(x, x).tolist() == [0.0, 0.0]

@@ -7,8 +7,8 @@ import pytest
 import torch
 from kernel_helpers import DEVICE, TRITON_RUNS, gpu_kernel_device, make  # noqa: F401  (a fixture)
 
-import kernels
-from kernels import reference as ref
+from iiae import kernels
+from iiae.kernels import reference as ref
 
 # Row sizes that are and are not multiples of 16 (torch's CPU generator treats a last partial 16-block apart).
 ROW_SHAPES = [(3,), (4,), (7, 5), (4, 4, 4), (16,)]

@@ -29,8 +29,8 @@ from kernel_helpers import (  # noqa: F401  (triton_path, kernel_device, gpu_ker
     triton_path,
 )
 
-import kernels
-from kernels import reference as ref
+from iiae import kernels
+from iiae.kernels import reference as ref
 
 
 # ---- parity: forward + backward, odd shapes, fp32 / fp16 / bf16 -------------------------------------------

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import load_recipe
-from engine.models import IIAE
+from iiae.config import load_recipe
+from iiae.models import IIAE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def test_config_json_holds_the_model_only_and_old_whole_recipe_folders_load(tmp_
 
 
 def test_bad_model_config_is_one_line():
-    from engine.config import RecipeError
+    from iiae.config import RecipeError
 
     with pytest.raises(RecipeError, match=r"^config: model.z_shared: Input should be greater than 0 \(got 0\)$"):
         IIAE(model={"z_shared": 0}, objective={"beta": 0.2})

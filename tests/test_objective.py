@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
-from engine.config import LOGVAR_MAX, ObjectiveConfig, load_recipe
-from engine.models import IIAE
-from engine.objective import KLTerms, annealing, iiae_loss
+from iiae import kernels
+from iiae.config import LOGVAR_MAX, ObjectiveConfig, load_recipe
+from iiae.models import IIAE
+from iiae.objective import KLTerms, annealing, iiae_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

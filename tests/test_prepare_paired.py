@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from datagen import prepare, samples, write_paired
-from engine.data import load_dataset_info
-from engine.data.format import INFO_FILE
+from iiae.data import load_dataset_info
+from iiae.data.format import INFO_FILE
 
 
 def _pixels(rows):

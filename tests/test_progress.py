@@ -1,7 +1,7 @@
 """Progress output in a log file or pipe: whole lines, never carriage returns; transient bars stay silent."""
 import io
 
-from engine.progress import LineProgress, progress_bar
+from iiae.progress import LineProgress, progress_bar
 
 
 def test_line_progress_writes_whole_lines():

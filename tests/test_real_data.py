@@ -12,7 +12,7 @@ from PIL import Image
 from scipy.io import loadmat
 
 from datagen import prepare, samples
-from engine.data import load_dataset_info
+from iiae.data import load_dataset_info
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,16 +1,12 @@
-"""Recipes by name: `iiae recipes`, every command accepting a shipped recipe's name, and the recipes inside the
-built wheel (so an installed engine has them without a clone)."""
-import shutil
-import subprocess
-import sys
-import zipfile
+"""Recipes by name: `iiae recipes` and every command accepting a shipped recipe's name (the recipes inside the
+built wheel: test_packaging.py)."""
 from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.config import RecipeError, load_recipe
-from engine.recipes import names, recipes_dir
+from iiae.cli import main
+from iiae.config import RecipeError, load_recipe
+from iiae.recipes import names, recipes_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,32 +36,6 @@ def test_a_name_works_wherever_a_path_does(tmp_path, monkeypatch):
     assert load_recipe("debug.yaml").name == "mine"  # a file at the path given wins over the shipped name
     with pytest.raises(RecipeError, match="elsewhere/maps_cpu.yaml: recipe file not found"):
         load_recipe("elsewhere/maps_cpu.yaml")  # a path that is not there is not taken for a name
-
-
-def test_the_wheel_ships_the_recipes_and_every_module(tmp_path):
-    tree = tmp_path / "tree"
-    # what a source checkout holds, without the local venv, data and runs
-    top = {".venv", ".git", "data", "runs", "build", "example_paired", ".whl"}
-    shutil.copytree(ROOT, tree, ignore=lambda folder, found: [n for n in found if n == "__pycache__" or n.endswith(
-        ".egg-info") or (Path(folder) == ROOT and n in top)])
-    subprocess.run([sys.executable, "-c", "from setuptools import build_meta; build_meta.build_wheel('dist')"],
-                   cwd=tree, check=True, capture_output=True, timeout=300)
-    (wheel,) = (tree / "dist").glob("iiae-*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        files = set(z.namelist())
-        z.extractall(tmp_path / "site")
-    shipped = {f"engine/shipped_recipes/{p.relative_to(ROOT / 'recipes').as_posix()}" for p in (ROOT / "recipes").rglob("*")
-               if p.suffix in (".yaml", ".json")}
-    modules = {p.relative_to(ROOT).as_posix() for d in ("engine", "kernels") for p in (ROOT / d).rglob("*.py")}
-    assert shipped <= files and modules <= files
-    # installed, away from any clone: the recipes come from the package
-    probe = ("from engine.recipes import recipes_dir, names; from engine.config import load_recipe; "
-             "print(recipes_dir()); print(load_recipe('sketchy').name)")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    where, name = out.stdout.split()
-    assert Path(where) == tmp_path / "site" / "engine" / "shipped_recipes" and name == "sketchy"
 
 
 def test_in_a_clone_the_recipes_folder_is_used():

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from engine.errors import UserError
-from engine.run_dir import LOCK, MARKER, RunLock, check_output_dir, claim_output_dir
+from iiae.errors import UserError
+from iiae.run_dir import LOCK, MARKER, RunLock, check_output_dir, claim_output_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -42,7 +42,7 @@ def train(data, out, *extra, cwd=ROOT, check=True):
 def train_here(capsys, data, out, *extra):
     """The command line's `main`, in this process (no interpreter start-up): for runs refused before training.
     `capsys`: pytest's capsys or capfd."""
-    from engine.train import main
+    from iiae.train import main
 
     capsys.readouterr()
     code = main([str(ROOT / "recipes/debug.yaml"), f"data.root={data}", f"train.output_dir={out}", *extra])
@@ -238,7 +238,7 @@ def test_second_signal_exits_at_once(debug_data, tmp_path):
 
 
 # ---- one writer per run folder ------------------------------------------------------------------------------
-HOLD = "import sys, time; from engine.run_dir import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+HOLD = "import sys, time; from iiae.run_dir import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
 
 
 def test_live_writer_is_refused_and_dead_ones_lock_is_taken_over(debug_data, tmp_path, capfd):
@@ -295,7 +295,7 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_last_one(debug_
 
 # ---- nothing silently wrong ---------------------------------------------------------------------------------
 def _eval(*args):
-    return subprocess.run([PY, "-m", "engine.cli", "eval", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([PY, "-m", "iiae.cli", "eval", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=TIMEOUT, env=_env())
 
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from datagen import prepare, write_sketchy
-from engine.config import load_recipe
-from engine.data import (CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader, read_shard,
+from iiae.config import load_recipe
+from iiae.data import (CorruptDataWarning, iter_eval_batches, load_dataset_info, make_train_loader, read_shard,
                          sha256_file)
-from engine.data.write import _disk_failure
-from engine.errors import DataError
+from iiae.data.write import _disk_failure
+from iiae.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,9 +290,9 @@ def test_prepare_on_a_full_disk_is_one_line(tmp_path, mnist_raw):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         out = disk / "mnist_cdcb_32"
-        run = subprocess.run([sys.executable, "-m", "engine.cli", "prepare", "mnist-cdcb", "--mnist", str(mnist_raw),
+        run = subprocess.run([sys.executable, "-m", "iiae.cli", "prepare", "mnist-cdcb", "--mnist", str(mnist_raw),
                               "--size", "32", "--limit", "256", "--out", str(out)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=100, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             text=True, timeout=100)
         assert run.returncode == 2, run.stderr
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("iiae prepare: error: no space left on device while writing "

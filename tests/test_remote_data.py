@@ -12,10 +12,10 @@ import warnings
 import pytest
 import torch
 
-from engine.config import load_recipe
-from engine.data import iter_eval_batches, load_dataset_info, make_train_loader
-from engine.data.read import CorruptDataWarning
-from engine.errors import DataError
+from iiae.config import load_recipe
+from iiae.data import iter_eval_batches, load_dataset_info, make_train_loader
+from iiae.data.read import CorruptDataWarning
+from iiae.errors import DataError
 
 from test_reliability_data import ROOT  # noqa: F401  (the repository root)
 

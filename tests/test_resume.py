@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.cli import main
-from engine.resume import cosine_lr
+from iiae.cli import main
+from iiae.resume import cosine_lr
 from test_train import ROOT, events, weights
 
 SHORT = ["train.eval_every=100", "train.sample_every=100", "train.log_every=1"]

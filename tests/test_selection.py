@@ -1,5 +1,5 @@
 """Model selection: the official exclusive rule (a count of hits), the fraction option, and select_after."""
-from engine.selection import Selector
+from iiae.selection import Selector
 
 
 def metrics(shared: float, exclusive_hits: int, n: int = 800) -> dict:

@@ -76,7 +76,7 @@ def test_launchers_agree(debug_data, tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     steps = ["train.max_steps=4", "train.eval_every=100", "train.checkpoint_every=4"]
     train(debug_data, a, *steps)
-    train(debug_data, b, *steps, launcher=(PY, "-m", "engine.cli", "train"))
+    train(debug_data, b, *steps, launcher=(PY, "-m", "iiae.cli", "train"))
     train(debug_data, c, *steps, launcher=(PY, "-m", "accelerate.commands.launch", "--config_file",
                                           "recipes/accelerate/cpu.yaml", "engine/train.py"))
     wa = weights(a, 4)
@@ -132,7 +132,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(debug_data, tmp_path):
 
 
 def test_bad_input_is_one_line(debug_data, tmp_path, capsys):
-    from engine.train import main  # in this process: each case fails before training starts
+    from iiae.train import main  # in this process: each case fails before training starts
 
     def code_and_err(data, out, *extra):
         code = main([str(ROOT / "recipes/debug.yaml"), f"data.root={data}", f"train.output_dir={out}", *extra])

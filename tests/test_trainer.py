@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import load_recipe
-from engine.divergence import TrainingDiverged
-from engine.trainer import Trainer
+from iiae.config import load_recipe
+from iiae.divergence import TrainingDiverged
+from iiae.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import load_recipe
-from engine.models import IIAE
-from engine.translate import (
+from iiae.config import load_recipe
+from iiae.models import IIAE
+from iiae.translate import (
     PAD, TITLE, HEADER, grid_size, swap_grid, swap_tiles, tile_grid, tile_size, to_uint8, translation_grid,
 )
 

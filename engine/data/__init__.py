@@ -4,7 +4,7 @@ format: the folder (dataset.json schema, shard names); samples: one record in a 
 directions (read also evaluation's batches); transforms: decoded values → tensors; stream, matched, loader:
 training batches; catalogue: the datasets and prepare sources known by name; prepare: the converters.
 
-Names load on first use (PEP 562), so importing `engine.data` costs nothing.
+Names load on first use (PEP 562), so importing `iiae.data` costs nothing.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class Source:
-    """`iiae prepare NAME ...`: engine.data.prepare.<module> has add_arguments(parser) and convert(args)."""
+    """`iiae prepare NAME ...`: iiae.data.prepare.<module> has add_arguments(parser) and convert(args)."""
 
     name: str
     help: str

@@ -61,11 +61,11 @@ class SplitInfo(BaseModel):
 
 class DatasetInfo(BaseModel):
     """What `dataset.json` holds, plus `root`: where it was loaded from (not stored): a folder or a URL
-    (`engine.data.location`)."""
+    (`iiae.data.location`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     format: Literal[1] = 1
-    name: str  # engine.data.catalogue knows the paper's datasets by it
+    name: str  # iiae.data.catalogue knows the paper's datasets by it
     kind: Literal["image", "feature"]
     # paired: each sample holds x and y; per-domain: `<split>-<domain name>` splits hold one side each
     layout: Literal["paired", "per-domain"] = "paired"

@@ -1,5 +1,5 @@
 """`IIAE`: the networks of any architecture and the sampling through the fused kernels (the loss is
-`engine.objective`'s).
+`iiae.objective`'s).
 
 The recipe's `model` and `objective` sections build it, so `save_pretrained` / `from_pretrained` (Hugging Face
 Hub mixin, safetensors) round-trip exactly those as `config.json`.
@@ -18,7 +18,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn import functional as F
 
-import kernels
+from iiae import kernels
 
 from ..config import ModelConfig, ObjectiveConfig, Recipe, validated
 from ..errors import UserError
@@ -117,7 +117,7 @@ class IIAE(
         save_file(state, str(Path(save_directory) / "model.safetensors"), metadata={"format": "pt"})
 
     def generate_model_card(self, *args, **kwargs):
-        """The engine's card (`engine.hub.build_card`) for `save_pretrained` / `push_to_hub`, instead of the
+        """The engine's card (`iiae.hub.build_card`) for `save_pretrained` / `push_to_hub`, instead of the
         mixin's generic one; `model_card_kwargs` may add repo_id, recipe, metrics, training."""
         from ..hub import build_card
 
@@ -240,7 +240,7 @@ class IIAE(
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, seed: Optional[int] = None, row_offset: int = 0) -> IIAEOutput:
         """What the networks compute for a pair batch: posteriors, samples (means in eval mode), reconstructions
-        and the KL vectors. The objective weighs them outside (`engine.objective.iiae_loss`), so a compiled
+        and the KL vectors. The objective weighs them outside (`iiae.objective.iiae_loss`), so a compiled
         forward never sees the step or the annealing factor.
 
         `seed` makes the reparameterisation noise a function of (seed, latent, row_offset + row) on every backend."""
