@@ -52,12 +52,18 @@ class ModelConfig(_Strict):
     mlp_hidden: list[PositiveInt] = Field([512, 256], min_length=2, max_length=2)  # mlp: encoder widths
     decoder_hidden: PositiveInt = 128  # mlp: decoder width
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    # standardise each input (zero mean, unit variance over all its values) before the shared encoders.
-    # Not in the paper; no parameters. See IIAE.shared_features.
-    shared_input_norm: bool = False
+    # standardise each input before the shared encoders (not in the paper; no parameters; IIAE.shared_features):
+    # "image": zero mean, unit variance over all its values (contrast gone, hue kept); "channel": each channel
+    # on its own (contrast and colour gone: the shared code cannot carry them). true = "image", false = "none".
+    shared_input_norm: Literal["none", "image", "channel"] = "none"
     # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
     # the same function, other rounding)
     channels_last: bool = False
+
+    @field_validator("shared_input_norm", mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        return {True: "image", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _fits_its_architecture(self) -> "ModelConfig":

@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from .data.prepare import positive_int
 from .errors import UserError
 from .models import eval_mode
 from .progress import progress_bar
@@ -145,8 +146,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="prepared dataset folder (default: the recipe's data.root)")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    p.add_argument("--fidelity", action="store_true", help="also score translations with per-domain classifiers")
-    p.add_argument("--fidelity-steps", type=int, default=300, help="training steps of each fidelity classifier")
+    p.add_argument("--fidelity", action="store_true",
+                   help="also score translations with per-domain digit classifiers and, on MNIST-CDCB, their colours "
+                        "against the true ones")
+    p.add_argument("--fidelity-steps", type=positive_int, default=None,
+                   help="training steps of each fidelity classifier (default: iiae.fidelity.STEPS)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -180,12 +184,15 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(model, info, args.split, batch_size=args.batch_size, limit=args.limit, device=device,
                        progress=not args.json)
     if args.fidelity:
-        from .fidelity import fidelity_metrics
+        from .colour_fidelity import colour_metrics, has_colours
+        from .fidelity import STEPS, default_cache_dir, fidelity_metrics
 
-        cache = run_dir.fidelity if run_dir is not None else None
-        metrics.update(fidelity_metrics(model, info, args.split, cache_dir=cache, steps=args.fidelity_steps,
-                                        batch_size=args.batch_size, limit=args.limit, device=device,
-                                        progress=not args.json))
+        metrics.update(fidelity_metrics(model, info, args.split, cache_dir=default_cache_dir(info),
+                                        steps=args.fidelity_steps or STEPS, batch_size=args.batch_size,
+                                        limit=args.limit, device=device, progress=not args.json))
+        if has_colours(info):
+            metrics.update(colour_metrics(model, info, args.split, batch_size=args.batch_size, limit=args.limit,
+                                          device=device, progress=not args.json))
     if info.layout == "paired" and info.kind == "image":  # guided translation against the true partner
         from .translation_error import translation_error
 

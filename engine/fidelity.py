@@ -1,14 +1,21 @@
 """Translation fidelity (beyond the paper): does a translation keep the content and vary the exclusive attribute?
 
 For labelled image datasets (MNIST-CDCB: the digit), a small CNN per domain is trained on real train images at
-32 px. `translation_accuracy_x2y` is the fraction of X->Y translations (the three N(0, I) exclusive samples per
-test image) that the Y classifier labels with the input's true label; `translation_diversity_x2y` is the mean
-per-pixel standard deviation across those three samples (images in [-1, 1]): ~0 means the exclusive code is
-ignored. `classifier_accuracy_{x,y}` (on real test images) is the ceiling the translation accuracy is read against.
-Classifiers are saved to `<run>/fidelity/classifier_{x,y}.safetensors` and reused.
+32 px. Each sees its input standardised per channel, so it judges the digit, not the colours (a translation with
+the wrong colour still counts as the right digit; colour is `colour_fidelity`'s business).
+`translation_accuracy_x2y` is the fraction of X->Y translations (three N(0, I) exclusive samples per test image)
+that the Y classifier labels with the input's true label; `translation_diversity_x2y` is the mean per-pixel
+standard deviation across those three samples (images in [-1, 1]): ~0 means the exclusive code is ignored.
+`classifier_accuracy_{x,y}` (on real test images) is the ceiling the translation accuracy is read against.
+
+Classifiers are trained once per dataset (keyed by its `dataset.json`) and kept in the user cache,
+`$IIAE_CACHE` or `~/.cache/iiae`, under `fidelity/<dataset name>-<hash>/classifier_{x,y}.safetensors`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +30,9 @@ from .progress import progress_bar
 
 SIZE = 32  # classifiers see every image at 32 px: digits stay legible and training takes seconds on CPU
 SAMPLES = 3
-MAX_TRAIN = 10_000
+MAX_TRAIN = 20_000
+TRAINING = "shifted-cosine-v2"  # how train_classifier trains: a cached classifier trained otherwise is redone
+STEPS = 2000  # ≥ 98 % on real MNIST-CDCB test images of both domains (1,500 steps: 98.5 %), ~1.5 min on 2 cores
 
 
 class Classifier(nn.Module):
@@ -40,7 +49,8 @@ class Classifier(nn.Module):
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, num_classes))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return self.net(to_size(v))
+        v = to_size(v)
+        return self.net(F.instance_norm(v, eps=1e-3))  # per image and channel: blind to the colours
 
 
 def to_size(v: torch.Tensor) -> torch.Tensor:
@@ -50,23 +60,34 @@ def to_size(v: torch.Tensor) -> torch.Tensor:
     return F.interpolate(v, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=v.shape[-1] > SIZE)
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = 300,
-                     batch_size: int = 64, seed: int = 0, progress: bool = True) -> Classifier:
-    """Adam on random mini-batches (seeded, so the same data gives the same classifier); returned in eval mode.
-    Gradients are enabled here even when the caller runs under no_grad (fidelity_metrics does)."""
+def shifted(v: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Each image moved by up to `max_shift` px in x and y (edges replicated): cheap augmentation."""
+    dx, dy = (torch.randint(-max_shift, max_shift + 1, (2,), generator=gen)).tolist()
+    pad = F.pad(v, (max_shift,) * 4, mode="replicate")
+    h, w = v.shape[-2:]
+    return pad[..., max_shift + dy:max_shift + dy + h, max_shift + dx:max_shift + dx + w]
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = STEPS,
+                     batch_size: int = 128, seed: int = 0, progress: bool = True) -> Classifier:
+    """Adam with a cosine decay on random shifted mini-batches (seeded, so the same data gives the same
+    classifier); returned in eval mode. Gradients are enabled here even when the caller runs under no_grad
+    (fidelity_metrics does)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clf = Classifier(images.shape[1], num_classes).to(images.device)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(clf.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     clf.train()
     with torch.enable_grad():
         for _ in progress_bar(range(steps), desc="fidelity classifier", disable=not progress, leave=False):
             idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen).to(images.device)
-            loss = F.cross_entropy(clf(images[idx]), labels[idx])
+            loss = F.cross_entropy(clf(shifted(images[idx], gen)), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
     return clf.eval()
 
 
@@ -102,11 +123,19 @@ def _cached(path: Path, expect: dict[str, str], channels: int, device) -> Option
     return clf.to(device).eval()
 
 
-def classifiers(info, cache_dir: Optional[Path], *, channels: int = 3, steps: int = 300, device=None,
+def default_cache_dir(info) -> Path:
+    """This dataset's classifier folder in the user cache: `$IIAE_CACHE` (else `$XDG_CACHE_HOME/iiae`, else
+    ~/.cache/iiae) / fidelity / <name>-<hash of its dataset.json>, so every run on the same data shares them."""
+    base = os.environ.get("IIAE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iiae"
+    digest = hashlib.sha256(json.dumps(info.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(base).expanduser() / "fidelity" / f"{info.name}-{digest}"
+
+
+def classifiers(info, cache_dir: Optional[Path], *, channels: int = 3, steps: int = STEPS, device=None,
                 progress: bool = True) -> dict[str, Classifier]:
     """One classifier per domain, loaded from `cache_dir` when it matches `info`, else trained (and saved there)."""
     device = torch.device(device or "cpu")
-    expect = {"dataset": str(info.name), "size": str(SIZE), "steps": str(steps)}
+    expect = {"dataset": str(info.name), "size": str(SIZE), "steps": str(steps), "training": TRAINING}
     out: dict[str, Classifier] = {}
     train = None
     for domain in ("x", "y"):
@@ -119,13 +148,15 @@ def classifiers(info, cache_dir: Optional[Path], *, channels: int = 3, steps: in
             clf = train_classifier(train[domain], train["cls"], num_classes, steps=steps, progress=progress)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                save_file(clf.state_dict(), str(path), metadata={**expect, "num_classes": str(num_classes)})
+                partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent evaluations: last wins
+                save_file(clf.state_dict(), str(partial), metadata={**expect, "num_classes": str(num_classes)})
+                os.replace(partial, path)
         out[domain] = clf
     return out
 
 
 @torch.no_grad()
-def fidelity_metrics(model, info, split: str, *, cache_dir: Optional[str | Path] = None, steps: int = 300,
+def fidelity_metrics(model, info, split: str, *, cache_dir: Optional[str | Path] = None, steps: int = STEPS,
                      batch_size: int = 256, limit: Optional[int] = None, device=None, seed: int = 0,
                      progress: bool = True) -> dict:
     """translation_accuracy_x2y/_y2x, translation_diversity_x2y/_y2x and classifier_accuracy_x/_y on `split`."""

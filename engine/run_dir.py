@@ -42,7 +42,6 @@ class RunDir:
         self.samples = self.root / "samples"
         self.tensorboard = self.root / "tensorboard"
         self.tracker_ids = self.root / "trackers.json"  # tracker run ids (wandb) a resume continues
-        self.fidelity = self.root / "fidelity"  # cached fidelity classifiers
         self.views_grid = self.root / "views_grid.png"  # Cars3D: true renders over guided translations (`iiae eval`)
         self.lock = RunLock(self.root)  # taken by the main process of a training run when it claims the folder
 

@@ -113,7 +113,7 @@ def test_info_table_and_override():
 def test_info_shows_model_options():
     out = _iiae("info", "recipes/mnist_cdcb_cpu.yaml", "--json")
     model = json.loads(out.stdout)["model"]
-    assert model["shared_input_norm"] is True and model["shared_channels"] == [64, 128]
+    assert model["shared_input_norm"] == "image" and model["shared_channels"] == [64, 128]
     out = _iiae("info", "recipes/mnist_cdcb_cpu.yaml")
     assert "shared_input_norm" in out.stdout and "channels shared [64, 128]" in out.stdout
     model_line = next(l for l in _iiae("info", "recipes/mnist_cdcb.yaml").stdout.splitlines() if l.startswith("model"))

@@ -342,7 +342,7 @@ def test_sha256_mismatch_and_missing_shard(debug_data, tmp_path):
         load_dataset_info(data, verify=True)
     text = str(err.value)
     assert "\n" not in text and "valid-000001.tar" in text and "sha256" in text
-    assert "iiae prepare mnist-cdcb --size 32 --limit 64" in text and "--overwrite" in text
+    assert "iiae prepare mnist-cdcb --size 32 --render area --limit 64" in text and "--overwrite" in text
     shard.unlink()
     with pytest.raises(DataError, match="valid-000001.tar.*missing"):
         load_dataset_info(data)

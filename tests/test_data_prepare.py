@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,20 @@ def cli(*argv, env=None):
 
 
 # ------------------------------------------------------------------------------------------ MNIST-CDCB
+
+def reference_mask(digit: np.ndarray, size: int, render: str) -> np.ndarray:
+    """The digit [28, 28] uint8 rendered at `size` in [0, 1], by independent means: torch's bilinear resize, then
+    (area) an exact area average at any ratio: each 256-px pixel repeated up to lcm(256, size) px, then mean-pooled."""
+    import math
+
+    digit = torch.from_numpy(digit / 255.0)[None, None]
+    if render == "direct":
+        return F.interpolate(digit, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    drawn = F.interpolate(digit, size=(256, 256), mode="bilinear", align_corners=False)
+    common = math.lcm(256, size)
+    fine = F.interpolate(drawn, scale_factor=common // 256, mode="nearest")
+    return F.avg_pool2d(fine, common // size)[0, 0].numpy()
+
 
 def test_mnist_cdcb_splits_labels_and_pixel_relations(debug_data, mnist_raw):
     from datagen import fake_mnist
@@ -61,10 +76,8 @@ def test_mnist_cdcb_splits_labels_and_pixel_relations(debug_data, mnist_raw):
             # colours match json: every channel of X is (1-m)bg + 255m, of Y m*fg (±0.5 rounding, m from Y)
             np.testing.assert_allclose(x, (1 - m_y[..., None]) * bg + 255 * m_y[..., None], atol=0.5 + 255 * tol)
             np.testing.assert_allclose(y, m_y[..., None] * fg, atol=0.5 + 255 * tol)
-            # the mask is the MNIST digit of json's index, scaled bilinearly (torch as the independent reference)
-            up = F.interpolate(torch.from_numpy(digit / 255.0)[None, None], size=(32, 32), mode="bilinear",
-                               align_corners=False)[0, 0].numpy()
-            assert np.abs(up - m_y).max() <= 0.6 / fg[cy] + 0.6 / 255
+            # the mask is the MNIST digit of json's index, drawn at 256 px and area-averaged to 32
+            assert np.abs(reference_mask(digit, 32, "area") - m_y).max() <= 0.6 / fg[cy] + 0.6 / 255
             checked += 1
     assert checked > 60
 
@@ -90,13 +103,28 @@ def test_mnist_cdcb_is_deterministic_and_gz_equals_plain(tmp_path, mnist_raw, de
     assert samples(load_dataset_info(small), "test")[7][1]["json"] == samples(a, "test")[7][1]["json"]
 
 
-def test_mnist_cdcb_sizes_scale_the_same_digit(tmp_path, mnist_raw):
-    out = tmp_path / "m64"
-    assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", 64, "--limit", 4, "--out", out) == 0
+@pytest.mark.parametrize("size, render", [(64, "area"), (48, "area"), (32, "direct"), (256, "area")])
+def test_mnist_cdcb_sizes_and_renderings_draw_the_same_digit(tmp_path, mnist_raw, size, render):
+    """Every size and both routes (256 px + area average; bilinear in one step) against the independent
+    reference; at 256 px the two routes are one."""
+    from datagen import fake_mnist
+
+    out = tmp_path / f"m{size}"
+    assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", size, "--limit", 4, "--render", render,
+                   "--out", out) == 0
     info = load_dataset_info(out)
-    assert info.image_size == 64
-    (_, row), = samples(info, "valid")[:1]
-    assert row["x"].shape == (64, 64, 3)
+    assert info.image_size == size and f"--render {render}" in info.command
+    digits = fake_mnist()["train-images-idx3-ubyte"]
+    for i, (_, row) in enumerate(samples(info, "train")):
+        assert row["x"].shape == (size, size, 3)
+        fg = np.array(row["json"]["fg"], float)
+        c = int(np.argmax(fg))
+        assert np.abs(reference_mask(digits[i], size, render) - row["y"][..., c] / fg[c]).max() <= 0.6 / fg[c] + 0.6 / 255
+    if size == 256:
+        again = tmp_path / "direct256"
+        assert prepare("mnist-cdcb", "--mnist", mnist_raw, "--size", 256, "--limit", 4, "--render", "direct",
+                       "--out", again) == 0
+        assert (again / "train-000000.tar").read_bytes() == (out / "train-000000.tar").read_bytes()
 
 
 def _fake_package(root: Path, mnist: bool) -> Path:

@@ -173,20 +173,27 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
     assert "recall_at_1_x2y" in out and "wrote" in out
 
 
-def test_eval_cli_fidelity(debug_run, capsys):
+def test_eval_cli_fidelity(debug_run, capsys, tmp_path, monkeypatch):
+    from iiae.data import load_dataset_info
+    from iiae.fidelity import default_cache_dir
+
     run, data = debug_run
+    monkeypatch.setenv("IIAE_CACHE", str(tmp_path / "cache"))
+    cache = default_cache_dir(load_dataset_info(data))  # one folder per dataset, shared by its runs
+    assert cache.parent == tmp_path / "cache" / "fidelity" and cache.name.startswith("mnist-cdcb-")
     assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "20"]) == 0
     printed = json.loads(capsys.readouterr().out)
     for key in ("translation_accuracy_x2y", "translation_accuracy_y2x", "classifier_accuracy_x"):
         assert 0.0 <= printed[key] <= 1.0
     assert printed["translation_diversity_x2y"] >= 0.0
-    assert sorted(p.name for p in (run / "fidelity").iterdir()) == ["classifier_x.safetensors", "classifier_y.safetensors"]
+    assert sorted(p.name for p in cache.iterdir()) == ["classifier_x.safetensors", "classifier_y.safetensors"]
+    assert printed["guided_colour_error_x2y"] >= 0 and 0 <= printed["prior_colour_spread_ratio_y2x"] < 1.5
     assert "translation_accuracy_x2y" in json.loads((run / "eval_results.json").read_text())
     # the saved classifiers are reused: a second run trains nothing and scores the same
-    stamps = [p.stat().st_mtime_ns for p in sorted((run / "fidelity").iterdir())]
+    stamps = [p.stat().st_mtime_ns for p in sorted(cache.iterdir())]
     assert cli.main(["eval", str(run), "--data", str(data), "--json", "--fidelity", "--fidelity-steps", "20"]) == 0
     assert json.loads(capsys.readouterr().out) == printed
-    assert [p.stat().st_mtime_ns for p in sorted((run / "fidelity").iterdir())] == stamps
+    assert [p.stat().st_mtime_ns for p in sorted(cache.iterdir())] == stamps
 
 
 def test_eval_subprocess_prints_only_json(debug_run):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from iiae.config import load_recipe
+from iiae.config import RecipeError, load_recipe
 from iiae.models import IIAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,23 @@ def test_shared_input_norm_makes_shared_codes_contrast_invariant(tmp_path):
     torch.testing.assert_close(normed.encode_shared(dim, "y"), normed.encode_shared(x, "y"), atol=1e-3, rtol=5e-3)
     assert not torch.allclose(normed.encode_exclusive(dim, "y"), normed.encode_exclusive(x, "y"), atol=1e-3)
     normed.save_pretrained(tmp_path)
-    assert IIAE.from_pretrained(tmp_path).cfg.shared_input_norm
+    assert IIAE.from_pretrained(tmp_path).cfg.shared_input_norm == "image"  # `true` reads as "image"
+
+
+def test_channel_input_norm_makes_shared_codes_colour_invariant():
+    """Per channel: a digit in another colour (each channel scaled and shifted on its own) gets the same shared
+    code, which the image-wide norm does not give; the exclusive code still sees the colour."""
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    recoloured = x * torch.tensor([0.9, 0.3, 0.6])[:, None, None] + torch.tensor([-0.1, 0.5, 0.2])[:, None, None]
+    image = _model("debug.yaml", "model.shared_input_norm=image").eval()
+    channel = _model("debug.yaml", "model.shared_input_norm=channel").eval()
+    channel.load_state_dict(image.state_dict())
+    assert not torch.allclose(image.encode_shared(recoloured, "y"), image.encode_shared(x, "y"), atol=1e-3)
+    torch.testing.assert_close(channel.encode_shared(recoloured, "y"), channel.encode_shared(x, "y"), atol=1e-3,
+                               rtol=5e-3)
+    assert not torch.allclose(channel.encode_exclusive(recoloured, "y"), channel.encode_exclusive(x, "y"), atol=1e-3)
+    with pytest.raises(RecipeError, match="shared_input_norm"):
+        load_recipe(ROOT / "recipes" / "debug.yaml", ["model.shared_input_norm=pixel"])
 
 
 def test_config_json_holds_the_model_only_and_old_whole_recipe_folders_load(tmp_path):
@@ -134,7 +150,5 @@ def test_config_json_holds_the_model_only_and_old_whole_recipe_folders_load(tmp_
 
 
 def test_bad_model_config_is_one_line():
-    from iiae.config import RecipeError
-
     with pytest.raises(RecipeError, match=r"^config: model.z_shared: Input should be greater than 0 \(got 0\)$"):
         IIAE(model={"z_shared": 0}, objective={"beta": 0.2})

