@@ -8,7 +8,7 @@ import torch
 from iiae.config import load_recipe
 from iiae.models import IIAE
 from iiae.translate import (
-    PAD, TITLE, HEADER, grid_size, swap_grid, swap_tiles, tile_grid, tile_size, to_uint8, translation_grid,
+    HEADER, PAD, TITLE, grid_size, swap_grid, swap_tiles, tile_grid, tile_size, to_uint8, translation_grid,
 )
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
