@@ -56,6 +56,9 @@ class ModelConfig(_Strict):
     # "image": zero mean, unit variance over all its values (contrast gone, hue kept); "channel": each channel
     # on its own (contrast and colour gone: the shared code cannot carry them). true = "image", false = "none".
     shared_input_norm: Literal["none", "image", "channel"] = "none"
+    # how the image decoders (image, flat) read z^d: "concat" as the paper (tiled beside z^s at the input only);
+    # "film" also scales and shifts every transposed-conv block's features by z^d (not in the paper)
+    decoder_conditioning: Literal["concat", "film"] = "concat"
     # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
     # the same function, other rounding)
     channels_last: bool = False

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     m = info["model"]
     inputs = (f"{m['feature_dim']}-d features" if info["input"] == "feature" else
               f"{m['image_size']} px  channels shared {m['shared_channels']} exclusive {m['exclusive_channels']}")
-    print(f"model       {inputs}  dropout {m['dropout']:g}" + (f"  shared_input_norm {m['shared_input_norm']}" if m["shared_input_norm"] != "none" else ""))
+    options = [f"shared_input_norm {m['shared_input_norm']}"] * (m["shared_input_norm"] != "none")
+    options += [f"decoder_conditioning {m['decoder_conditioning']}"] * (m["decoder_conditioning"] != "concat")
+    print(f"model       {inputs}  dropout {m['dropout']:g}" + "".join(f"  {o}" for o in options))
     print(f"objective   beta={info['beta']}  Lambda={info['Lambda']}  lambda_paper={info['lambda_paper']:g}  "
           f"recon={info['recon']} x{info['recon_weight']:g}  anneal={info['anneal_steps']} steps")
     print(f"latents     z_shared {info['z_shared']}  z_exclusive {info['z_exclusive']}")

@@ -46,19 +46,26 @@ def _when(sel: dict, run: Path) -> str:
     return f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
 
 
+def _colour(m: dict, key: str, fmt) -> str:
+    a, b = m.get(f"{key}_x2y"), m.get(f"{key}_y2x")
+    return "—" if a is None else f"{fmt(a)} / {fmt(b)}"
+
+
 def retrieval_table(runs: list[Path], dataset: str) -> list[str]:
-    translation = dataset == "mnist-cdcb"  # digit classifiers exist for labelled data only
-    head = "| model | Recall@1 X→Y | Recall@1 Y→X | exclusive Recall@1 X→Y / Y→X |"
-    lines = [head + (" translation accuracy X→Y / Y→X |" if translation else "") + " selected at (training time) |",
-             "|---|---|---|---|" + ("---|" if translation else "") + "---|"]
+    translation = dataset == "mnist-cdcb"  # digit classifiers and stored colours exist for MNIST-CDCB only
+    extra = [" translation accuracy X→Y / Y→X |", " guided colour error X→Y / Y→X (0–255) |",
+             " prior colour spread X→Y / Y→X (of the real one) |"] if translation else []
+    lines = ["| model | Recall@1 X→Y | Recall@1 Y→X | exclusive Recall@1 X→Y / Y→X |" + "".join(extra)
+             + " selected at (training time) |", "|---|---|---|---|" + "---|" * len(extra) + "---|"]
     for label, x2y, y2x in PAPER.get(dataset, []):
-        lines.append(f"| {label} | {pct(x2y)} | {pct(y2x)} | chance |" + (" — |" if translation else "") + " — |")
+        lines.append(f"| {label} | {pct(x2y)} | {pct(y2x)} | chance |" + " — |" * len(extra) + " — |")
     for run in runs:
         m, sel, label = _read(run)
         cells = [label, pct(m["recall_at_1_x2y"]), pct(m["recall_at_1_y2x"]),
                  f"{pct(m['exclusive_recall_at_1_x2y'])} / {pct(m['exclusive_recall_at_1_y2x'])}"]
         if translation:
-            cells.append(f"{pct(m.get('translation_accuracy_x2y'))} / {pct(m.get('translation_accuracy_y2x'))}")
+            cells += [_colour(m, "translation_accuracy", pct), _colour(m, "guided_colour_error", "{:.1f}".format),
+                      _colour(m, "prior_colour_spread_ratio", lambda v: f"{100 * v:.0f} %")]
         lines.append("| " + " | ".join(cells + [_when(sel, run)]) + " |")
     return lines
 

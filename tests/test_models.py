@@ -152,3 +152,41 @@ def test_config_json_holds_the_model_only_and_old_whole_recipe_folders_load(tmp_
 def test_bad_model_config_is_one_line():
     with pytest.raises(RecipeError, match=r"^config: model.z_shared: Input should be greater than 0 \(got 0\)$"):
         IIAE(model={"z_shared": 0}, objective={"beta": 0.2})
+
+
+@pytest.mark.parametrize("recipe,overrides", [
+    ("debug.yaml", []),
+    ("cars.yaml", ["model.image_size=64", "model.shared_channels=[8, 8, 8]", "model.exclusive_channels=[8, 8]",
+                   "model.decoder_channels=[16, 8]"]),
+])
+def test_film_decoder_starts_as_the_papers_and_trains_its_modulation(recipe, overrides, tmp_path):
+    """`decoder_conditioning: film` adds one zero-initialised scale-and-shift per decoder block: at init the
+    decoder computes exactly the concat decoder's function, and its FiLM weights get gradients from the start."""
+    concat = _model(recipe, *overrides).eval()
+    film = _model(recipe, *overrides, "model.decoder_conditioning=film").eval()
+    missing, unexpected = film.load_state_dict(concat.state_dict(), strict=False)
+    assert not unexpected and missing and all(".film." in k for k in missing)
+    chans, z = film.cfg.decoder_channels, film.cfg.z_exclusive
+    extra = film.parameter_counts()["decoder"] - concat.parameter_counts()["decoder"]
+    assert extra == 2 * sum(2 * c * (z + 1) for c in chans)  # two decoders, a Linear(z, 2c) per block
+    size = film.cfg.image_size
+    x, y = torch.rand(2, 3, size, size) * 2 - 1, torch.rand(2, 3, size, size) * 2 - 1
+    torch.testing.assert_close(film(x, y).y_hat, concat(x, y).y_hat, rtol=0, atol=0)
+    film.train()
+    film(x, y).y_hat.square().mean().backward()
+    grads = [p.grad for name, p in film.named_parameters() if "decoder.y.film" in name and "weight" in name]
+    assert len(grads) == len(chans) and all(g is not None and g.abs().sum() > 0 for g in grads)
+    film.save_pretrained(tmp_path)
+    assert IIAE.from_pretrained(tmp_path).cfg.decoder_conditioning == "film"
+
+
+def test_film_modulates_features_by_the_exclusive_code():
+    from iiae.models.blocks import FiLM
+
+    f = FiLM(3, 2)
+    torch.nn.init.normal_(f.linear.weight)
+    h, z = torch.randn(4, 2, 5, 5), torch.randn(4, 3)
+    gamma, beta = (z @ f.linear.weight.T + f.linear.bias).chunk(2, dim=1)
+    torch.testing.assert_close(f(h, z), h * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
+    with pytest.raises(RecipeError, match="decoder_conditioning: the mlp arch supports only concat"):
+        load_recipe(ROOT / "recipes" / "sketchy.yaml", ["model.decoder_conditioning=film"])

@@ -32,10 +32,14 @@ def test_results_table_follows_the_dataset(tmp_path):
     assert "| maps_cpu | 50.00 % | 25.00 % | 0.10 % / 0.00 % | step 900, 10.0 min |" in out
     assert "translation accuracy" not in out
     mnist = fake_run(tmp_path, "mnist_cdcb_cpu", {"dataset": "mnist-cdcb", **recall, "translation_accuracy_x2y": 0.9,
-                                                  "translation_accuracy_y2x": 0.8}, {"step": 4000}, [])
+                                                  "translation_accuracy_y2x": 0.8, "guided_colour_error_x2y": 12.34,
+                                                  "guided_colour_error_y2x": 3.0,
+                                                  "prior_colour_spread_ratio_x2y": 0.614,
+                                                  "prior_colour_spread_ratio_y2x": 0.9}, {"step": 4000}, [])
     out = script("scripts/results_table.py", mnist)
-    assert "| paper (256 px, GPU) | 99.70 % | 99.70 % | chance | — | — |" in out
-    assert "| mnist_cdcb_cpu | 50.00 % | 25.00 % | 0.10 % / 0.00 % | 90.00 % / 80.00 % | step 4000 |" in out
+    assert "| paper (256 px, GPU) | 99.70 % | 99.70 % | chance | — | — | — | — |" in out
+    assert ("| mnist_cdcb_cpu | 50.00 % | 25.00 % | 0.10 % / 0.00 % | 90.00 % / 80.00 % | 12.3 / 3.0 | 61 % / 90 % "
+            "| step 4000 |") in out
 
     views = {f"views_{k}": v for k, v in {
         "identity_recall_at_1": 0.75, "identity_chance": 1 / 7, "probe_azimuth_from_z_y": 0.9,

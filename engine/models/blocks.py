@@ -52,6 +52,41 @@ def deconv_stack(in_ch: int, channels: list[int], out_ch: int, dropout: float, d
     return nn.Sequential(*layers)
 
 
+class FiLM(nn.Module):
+    """Feature-wise scale and shift of a feature map from a vector: h * (1 + gamma(z)) + beta(z).
+
+    Zero-initialised (see init_weights), so a decoder starts as the paper's concatenation-only one. It lets the
+    exclusive code act multiplicatively (a colour times a digit mask), which a narrow decoder that sees z^d only
+    concatenated at its input learns late or never."""
+
+    def __init__(self, z: int, ch: int):
+        super().__init__()
+        self.linear = nn.Linear(z, 2 * ch)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.linear(z)[:, :, None, None].chunk(2, dim=1)
+        return h * (1 + gamma) + beta
+
+
+def film_layers(cfg) -> nn.ModuleList | None:
+    """One FiLM per transposed-conv block when `decoder_conditioning: film`, else None (the paper's decoder)."""
+    if cfg.decoder_conditioning != "film":
+        return None
+    return nn.ModuleList(FiLM(cfg.z_exclusive, ch) for ch in cfg.decoder_channels)
+
+
+def run_deconvs(net: nn.Sequential, films: nn.ModuleList | None, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """`net(h)`, with each block's normalised features modulated by its FiLM (after BN, before dropout/ReLU)."""
+    if films is None:
+        return net(h)
+    film = iter(films)
+    for layer in net:
+        h = layer(h)
+        if isinstance(layer, nn.BatchNorm2d):
+            h = next(film)(h, z)
+    return h
+
+
 def mlp(sizes: list[int], *, final_act: bool, act: type[nn.Module] = nn.LeakyReLU) -> nn.Sequential:
     """Linear layers with BN + activation between them (and after the last one when `final_act`)."""
     layers: list[nn.Module] = []
@@ -108,6 +143,9 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         nn.init.zeros_(module.bias)
+    elif isinstance(module, FiLM):  # after its Linear (apply visits children first): start as the identity
+        nn.init.zeros_(module.linear.weight)
+        nn.init.zeros_(module.linear.bias)
 
 
 class JointHead(nn.Module):

@@ -6,7 +6,7 @@ from einops import rearrange
 from torch import nn
 
 from .blocks import (ConvExclusiveEncoder, GaussianMLP, IIAEParts, JointHead, bn1d, check_conv_stages, conv_trunk,
-                     deconv_stack)
+                     deconv_stack, film_layers, run_deconvs)
 
 INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
@@ -34,10 +34,12 @@ class FlatDecoder(nn.Module):
         self.project = nn.Sequential(*proj, nn.ReLU())
         # as the official code: dropout after the projection and after the first two transposed convs (512, 256)
         self.deconvs = deconv_stack(self.ch, cfg.decoder_channels, cfg.channels, cfg.dropout, 2)
+        self.film = film_layers(cfg)
 
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
         h = self.project(torch.cat([z_s, z_d], dim=1))
-        return self.deconvs(rearrange(h, "b (c h w) -> b c h w", c=self.ch, h=self.side, w=self.side))
+        h = rearrange(h, "b (c h w) -> b c h w", c=self.ch, h=self.side, w=self.side)
+        return run_deconvs(self.deconvs, self.film, h, z_d)
 
 
 def check(cfg) -> None:

@@ -9,22 +9,25 @@ import torch
 from einops import repeat
 from torch import nn
 
-from .blocks import ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, check_conv_stages, conv_trunk, deconv_stack
+from .blocks import (ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, check_conv_stages, conv_trunk,
+                     deconv_stack, film_layers, run_deconvs)
 
 INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")
 
 
 class ImageDecoder(nn.Module):
-    """p_d(z^s, z^d): the exclusive vector tiled over the z^s map, concatenated, then transposed convs."""
+    """p_d(z^s, z^d): the exclusive vector tiled over the z^s map, concatenated, then transposed convs
+    (each block also FiLM-modulated by z^d under `decoder_conditioning: film`)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.net = deconv_stack(cfg.z_shared + cfg.z_exclusive, cfg.decoder_channels, cfg.channels, cfg.dropout, 2)
+        self.film = film_layers(cfg)
 
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
         tiled = repeat(z_d, "b c -> b c h w", h=z_s.shape[2], w=z_s.shape[3])
-        return self.net(torch.cat([z_s, tiled], dim=1))
+        return run_deconvs(self.net, self.film, torch.cat([z_s, tiled], dim=1), z_d)
 
 
 def check(cfg) -> None:

@@ -22,7 +22,9 @@ class FeatureDecoder(nn.Module):
 
 
 def check(cfg) -> None:
-    """Feature vectors: no spatial stages to fit."""
+    """Feature vectors: no spatial stages to fit; the decoder is an MLP (no blocks for FiLM)."""
+    if cfg.decoder_conditioning != "concat":
+        raise ValueError(f"decoder_conditioning: the mlp arch supports only concat, got {cfg.decoder_conditioning!r}")
 
 
 def build(cfg) -> IIAEParts:
