@@ -93,9 +93,10 @@ def colour_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
             # colours are read on the CPU, where to_uint8 puts the images
             true = {"x": torch.tensor([meta["bg"] for meta in b["meta"]], dtype=torch.float32),
                     "y": torch.tensor([meta["fg"] for meta in b["meta"]], dtype=torch.float32)}
-            m = digit_mask(_scale(v["x"]), _scale(v["y"]), true["x"], true["y"])
+            real = {d: _scale(v[d]) for d in ("x", "y")}
+            m = digit_mask(real["x"], real["y"], true["x"], true["y"])
             for d in ("x", "y"):
-                sums[f"read_{d}"] += (read_colour(_scale(v[d]), m, d) - true[d]).abs().mean(1).sum().item()
+                sums[f"read_{d}"] += (read_colour(real[d], m, d) - true[d]).abs().mean(1).sum().item()
             for src, dst in (("x", "y"), ("y", "x")):
                 guided = model.translate(v[src], dst, exclusive=model.encode_exclusive(v[dst], dst))
                 sums[f"guided_{src}2{dst}"] += (read_colour(_scale(guided), m, dst) - true[dst]).abs().mean(1).sum().item()

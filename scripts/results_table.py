@@ -46,7 +46,7 @@ def _when(sel: dict, run: Path) -> str:
     return f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
 
 
-def _colour(m: dict, key: str, fmt) -> str:
+def _both_ways(m: dict, key: str, fmt) -> str:
     a, b = m.get(f"{key}_x2y"), m.get(f"{key}_y2x")
     return "—" if a is None else f"{fmt(a)} / {fmt(b)}"
 
@@ -64,8 +64,8 @@ def retrieval_table(runs: list[Path], dataset: str) -> list[str]:
         cells = [label, pct(m["recall_at_1_x2y"]), pct(m["recall_at_1_y2x"]),
                  f"{pct(m['exclusive_recall_at_1_x2y'])} / {pct(m['exclusive_recall_at_1_y2x'])}"]
         if translation:
-            cells += [_colour(m, "translation_accuracy", pct), _colour(m, "guided_colour_error", "{:.1f}".format),
-                      _colour(m, "prior_colour_spread_ratio", lambda v: f"{100 * v:.0f} %")]
+            cells += [_both_ways(m, "translation_accuracy", pct), _both_ways(m, "guided_colour_error", "{:.1f}".format),
+                      _both_ways(m, "prior_colour_spread_ratio", lambda v: f"{100 * v:.0f} %")]
         lines.append("| " + " | ".join(cells + [_when(sel, run)]) + " |")
     return lines
 
