@@ -28,8 +28,8 @@ class FiniteWatch:
         self.bad_step: Optional[torch.Tensor] = None  # first non-finite step (optimizer steps taken), -1: none
         self.bad_terms: Optional[torch.Tensor] = None  # which of NAMES were non-finite at that step
 
-    def observe(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([loss.detach().float(), *(terms[n].detach().float() for n in TERMS)])
+    def observe(self, step: int, values: torch.Tensor) -> None:
+        """`values`: this micro-batch's total loss and TERMS, in the order of NAMES, as one tensor."""
         nonfinite = ~torch.isfinite(values)
         if self.bad_step is None:
             self.bad_step = torch.full((), -1, dtype=torch.long, device=values.device)

@@ -24,7 +24,7 @@ from .divergence import FiniteWatch
 from .errors import DataError
 from .metric_logger import MetricLogger
 from .models import IIAE, check_fits, input_kind
-from .objective import annealing, iiae_loss
+from .objective import TERMS, annealing, iiae_loss
 from .progress import progress_bar
 from .resume import recipe_changes, stretch_schedule
 from .run_dir import RunDir, check_shared_folder, claim_output_dir
@@ -251,23 +251,25 @@ class Trainer:
         world, rank = acc.num_processes, acc.process_index
         c_t = annealing(step, self.recipe.objective.anneal_steps)
         seed = self.state.next_seed()
-        totals: dict[str, torch.Tensor] = {}
+        total = None
         for m, batch in enumerate(micro_batches):
             x, y = (batch[k].to(acc.device, non_blocking=True, memory_format=self.memory_format) for k in "xy")
             with acc.accumulate(self.model):
                 out = self.model(x, y, seed=seed, row_offset=(m * world + rank) * x.shape[0])
                 loss, terms = iiae_loss(self.recipe.objective, c_t, x, y, out)
+                # one tensor of the loss and its terms, watched and summed: a few ops per step, not a few per term
+                values = torch.stack([loss, *(terms[n] for n in TERMS)]).detach().float()
                 if self.watch is not None:
-                    self.watch.observe(step, loss, terms)
+                    self.watch.observe(step, values)
                 acc.backward(loss)
                 if cfg.max_grad_norm is not None and acc.sync_gradients:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            for name, value in {"loss": loss, **terms}.items():
-                totals[name] = totals.get(name, 0) + value.detach() / len(micro_batches)
+            total = values if total is None else total + values
         self.scheduler.step()
         self.state.step += 1
+        totals = dict(zip(("loss", *TERMS), (total / len(micro_batches)).unbind()))
         totals["c_t"] = torch.tensor(c_t, dtype=torch.float64)  # logged as computed
         return totals
 
