@@ -63,7 +63,6 @@ def stopped_at_6(debug_data, tmp_path_factory):
     return run
 
 
-@pytest.mark.slow  # 90 s; stage 2 (below) runs the same engine code in the default tier (10-minute budget)
 def test_zero_1_matches_the_plain_run_and_clips_nothing_unasked(debug_data, plain, tmp_path):
     run = tmp_path / "run"
     ds_train(debug_data, run, stage=1)
