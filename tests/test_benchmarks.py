@@ -99,7 +99,7 @@ def test_outputs_written(quick_run):
 
 @pytest.mark.slow
 def test_time_to_accuracy_quick(tmp_path):
-    """Both settings train the debug recipe on self-made data to the first validation (target 0) in one run."""
+    """The three settings train the debug recipe on self-made data to the first validation (target 0) in one run."""
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--quick",
@@ -107,9 +107,10 @@ def test_time_to_accuracy_quick(tmp_path):
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "time_to_accuracy.json").read_text())
-    assert set(result["settings"]) == {"fp32", "fast"}
+    assert set(result["settings"]) == {"paper_decoder", "fp32", "fast"}
+    assert "model.decoder_conditioning=concat" in result["settings"]["paper_decoder"]["overrides"]
     for d in result["settings"].values():
         assert d["reached"] and d["steps"] == 4 and _positive(d["train_seconds"]) and _positive(d["ms_per_step"])
         assert [p["step"] for p in d["curve"]] == [4]
-    assert "fast ÷ fp32" in proc.stdout
+    assert "fast ÷ fp32" in proc.stdout and "fast ÷ paper_decoder" in proc.stdout
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000
