@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
                                     progress=not args.json))
         if run_dir is not None:
             views_grid(model, info, args.split, device=device).save(run_dir.views_grid)
-    record = {"model": str(args.run), "dataset": info.name, "split": args.split, **metrics}
+    # the data as given: datasets of one name can differ (two renderings of MNIST-CDCB), and make demo checks it
+    record = {"model": str(args.run), "dataset": info.name, "data": info.root, "split": args.split, **metrics}
     if run_dir is not None:
         run_dir.eval_results.write_text(json.dumps(record, indent=2) + "\n")
     if args.json:

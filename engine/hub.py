@@ -29,7 +29,7 @@ CITATION = """@inproceedings{hwang2020variational,
 }"""
 
 GRID_NAME, SWAP_NAME = "translation_grid.png", "swap_grid.png"
-_RUN_INFO = {"model", "dataset", "split"}  # the non-metric entries of eval_results.json
+_RUN_INFO = {"model", "dataset", "data", "split"}  # the non-metric entries of eval_results.json
 
 
 @dataclass

@@ -51,10 +51,20 @@ else
 fi
 
 echo "== 3/4 evaluate on the full test split"
-if [ -f "$RUN/eval_results.json" ] && [ "$RUN/eval_results.json" -nt "$RUN/best/model.safetensors" ]; then
+FIDELITY=(); [ "$EXPERIMENT" = mnist_cdcb ] && FIDELITY=(--fidelity)  # digit classifiers: labelled data only
+# reuse only this run's evaluation of the test split of $DATA (`iiae eval RUN --data OTHER` replaces the file),
+# with the fidelity metrics when they are asked for
+evaluated_here() {
+  $PY - "$RUN/eval_results.json" "$DATA" "${#FIDELITY[@]}" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ok = r.get("split") == "test" and r.get("data") == sys.argv[2] and (sys.argv[3] == "0" or "translation_accuracy_x2y" in r)
+sys.exit(0 if ok else 1)
+PY
+}
+if [ -f "$RUN/eval_results.json" ] && [ "$RUN/eval_results.json" -nt "$RUN/best/model.safetensors" ] && evaluated_here; then
   echo "reusing $RUN/eval_results.json"
 else
-  FIDELITY=(); [ "$EXPERIMENT" = mnist_cdcb ] && FIDELITY=(--fidelity)  # digit classifiers: labelled data only
   $PY -m iiae.cli eval "$RUN" --data "$DATA" --split test "${FIDELITY[@]}"
 fi
 

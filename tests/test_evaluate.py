@@ -165,6 +165,7 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((run / "eval_results.json").read_text())
     assert printed["n"] == 64 and printed["dataset"] == "mnist-cdcb" and printed["split"] == "test"
+    assert printed["data"] == str(data)  # which copy of a dataset name: make demo checks it
     for key in ("recall_at_1_x2y", "recall_at_1_y2x", "exclusive_recall_at_1_x2y", "exclusive_recall_at_1_y2x"):
         assert 0.0 <= printed[key] <= 1.0
     # the recipe's data.root is the default dataset; the table names every metric
