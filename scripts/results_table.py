@@ -62,7 +62,7 @@ def retrieval_table(runs: list[Path], dataset: str) -> list[str]:
     for run in runs:
         m, sel, label = _read(run)
         cells = [label, pct(m["recall_at_1_x2y"]), pct(m["recall_at_1_y2x"]),
-                 f"{pct(m['exclusive_recall_at_1_x2y'])} / {pct(m['exclusive_recall_at_1_y2x'])}"]
+                 _both_ways(m, "exclusive_recall_at_1", pct)]
         if translation:
             cells += [_both_ways(m, "translation_accuracy", pct), _both_ways(m, "guided_colour_error", "{:.1f}".format),
                       _both_ways(m, "prior_colour_spread_ratio", lambda v: f"{100 * v:.0f} %")]
