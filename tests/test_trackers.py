@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from test_train import ROOT, TIMEOUT, _env
 
 STUB = '''
@@ -55,6 +57,7 @@ def _train(data, run, *extra, env=None):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, env={**_env(), **(env or {})})
 
 
+@pytest.mark.slow  # 25 s: the default tier keeps the refusal below and the ZeRO-1 run (10-minute budget)
 def test_wandb_kwargs_one_run_across_resumes_and_grids_to_every_tracker(debug_data, tmp_path):
     # a process of its own: accelerate lists the available trackers once, when it is first imported
     stub, log = _stub_wandb(tmp_path / "stub"), tmp_path / "wandb.jsonl"
