@@ -19,6 +19,13 @@ class DataError(UserError):
     """Missing, corrupt or mismatched data; the message says which `iiae prepare` command fixes it."""
 
 
+def shown(text, limit: int = 80) -> str:
+    """Text the engine does not trust (a file's value, a long path), fit for a one-line message: control characters
+    escaped (no newline or terminal escape gets through), at most `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def first_line(err: BaseException, lines: int = 1) -> str:
     """The first `lines` non-empty lines of an error's message (its type name when it has none), joined, and
     how many more follow: what a one-line message quotes of an exception."""

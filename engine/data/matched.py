@@ -25,7 +25,7 @@ def _read_domain(info: DatasetInfo, domain: str, log: SkipLog) -> tuple[np.ndarr
     values, labels = [], []
     for shard in info.split("train", domain).shards:
         path = info.path(shard)
-        for sample in read_valid_samples(path, shard.count, (domain,), log):
+        for sample in read_valid_samples(path, shard.count, (domain,), log, size=shard.size):
             try:
                 values.append(decode_field(sample, domain))
                 labels.append(decode_cls(sample))

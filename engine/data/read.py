@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ..config import format_validation_error
 from ..errors import DataError, first_line
 from .catalogue import prepare_hint
-from .format import INFO_FILE, DatasetInfo
+from .format import INFO_FILE, DatasetInfo, prepare_call
 from .location import join
 from .samples import decode_cls, decode_fitted, decode_meta, has_field
 
@@ -26,12 +26,15 @@ VERIFY = ("all", "size", "none")  # `data.verify`: sha256 of every shard, byte s
 
 def _read_info_file(root: str) -> tuple[str, dict]:
     """(location of dataset.json, its JSON object) for a local folder or a URL; DataError with the fix."""
-    from .location import is_remote, local_folder, read_bytes
+    from .location import INFO_BYTES, TooLarge, is_remote, local_folder, read_bytes
 
     info_path = join(root, INFO_FILE)
     if is_remote(root):
         try:
-            text = read_bytes(info_path)
+            text = read_bytes(info_path)  # capped and timed: a server's endless or trickling reply ends
+        except TooLarge:
+            raise DataError(f"{info_path}: larger than {INFO_BYTES:,} bytes; expected a dataset.json made by "
+                            f"`iiae prepare` served at {root}") from None
         except Exception as err:  # curl's exit status, a failed command, a refused connection
             raise DataError(f"{info_path}: cannot read ({first_line(err)}); expected a dataset served at "
                             f"{root} (made by `iiae prepare`)") from None
@@ -42,12 +45,15 @@ def _read_info_file(root: str) -> tuple[str, dict]:
             state = ("folder does not exist" if not folder.exists() else
                      "folder is empty" if folder.is_dir() and not any(folder.iterdir()) else "no dataset.json")
             raise DataError(f"{info_path}: not found ({state}); create the dataset with `{prepare_hint(folder)}`")
-        try:
-            text = (folder / INFO_FILE).read_bytes()
-        except OSError as err:
-            raise DataError(f"{info_path}: unreadable ({first_line(err)}); re-create it with "
-                            f"`{prepare_hint(folder)} --overwrite`") from None
         fix = f"re-create it with `{prepare_hint(folder)} --overwrite`"
+        try:
+            with open(folder / INFO_FILE, "rb") as f:
+                text = f.read(INFO_BYTES + 1)
+        except OSError as err:
+            raise DataError(f"{info_path}: unreadable ({first_line(err)}); {fix}") from None
+        if len(text) > INFO_BYTES:
+            raise DataError(f"{info_path}: larger than {INFO_BYTES:,} bytes, not a dataset.json made by "
+                            f"`iiae prepare`; {fix}")
     try:
         data = json.loads(text)
     except ValueError as err:
@@ -72,7 +78,11 @@ def load_dataset_info(root: str | os.PathLike, verify: bool | str | tuple[str, .
         info = DatasetInfo.model_validate({**data, "root": root})
     except ValidationError as err:
         command = data.get("command")
-        fix = f"{command} --out {root}" if isinstance(command, str) and command else prepare_hint(Path(root))
+        try:  # quoted as the fix only if it is what `iiae prepare` writes there
+            prepare_call(command)
+        except ValueError:
+            command = None
+        fix = f"{command} --out {root}" if command else prepare_hint(Path(root))
         raise DataError(f"{format_validation_error(info_path, err)}; re-create it with `{fix} --overwrite`") from None
     if verify not in (True, False) and not isinstance(verify, tuple) and verify not in VERIFY:
         raise ValueError(f"verify must be a bool, a tuple of splits or one of {VERIFY}, got {verify!r}")
@@ -94,17 +104,17 @@ def load_dataset_info(root: str | os.PathLike, verify: bool | str | tuple[str, .
                 if size is not None and shard.size is not None and size != shard.size:
                     raise DataError(f"{path}: {size:,} bytes, {info_path} lists {shard.size:,} (truncated or "
                                     f"modified); {fix}")
-            if hashed and _sha256(path) != shard.sha256:
+            if hashed and _sha256(path, shard.size) != shard.sha256:
                 raise DataError(f"{path}: sha256 does not match {info_path} (corrupt or modified); {fix}")
     return info
 
 
-def _sha256(location: str) -> str:
-    from .location import open_location
+def _sha256(location: str, size: Optional[int] = None) -> str:
+    from .location import open_location, shard_seconds
 
     digest = hashlib.sha256()
     try:
-        stream = open_location(location)
+        stream = open_location(location, limit=size, seconds=shard_seconds(size))
         with stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
@@ -126,27 +136,37 @@ def _reraise(err: Exception) -> bool:
     raise err
 
 
-def read_shard(location: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Samples of one shard (a local path or a URL) in stored order, read by webdataset's tar reader and URL
-    openers: `{"__key__": k, "x.png": bytes, ...}`. Raises CorruptShard on any tar or transfer failure."""
+def read_shard(location: str | os.PathLike, *, count: Optional[int] = None,
+               size: Optional[int] = None) -> Iterator[dict[str, Any]]:
+    """Samples of one shard (a local path or a URL) in stored order, read by webdataset's tar reader:
+    `{"__key__": k, "x.png": bytes, ...}`. `count` and `size` (what dataset.json lists) bound the read: more
+    samples or bytes raise CorruptShard, as does any tar or transfer failure (a remote read also has a waiting
+    budget, `location.shard_seconds`)."""
     import webdataset as wds
 
-    from .location import open_location
+    from .location import TooLarge, open_location, shard_seconds
 
-    last = None
+    last, yielded = None, 0
     try:
-        stream = open_location(str(location))
+        stream = open_location(str(location), limit=size, seconds=shard_seconds(size))
     except OSError as err:
         raise CorruptShard("(first record)", first_line(err)) from None
     try:
         members = wds.tariterators.tar_file_expander([{"stream": stream, "url": str(location)}], handler=_reraise)
         for sample in wds.tariterators.group_by_keys(members, handler=_reraise):
+            if count is not None and yielded == count:  # an endless tar stops here, one sample past the count
+                raise CorruptShard(f"after {last}" if last else "(first record)",
+                                   f"holds more than the {count} samples dataset.json lists")
             record = {k: v for k, v in sample.items() if k == "__key__" or not k.startswith("__")}
             last = record["__key__"]
+            yielded += 1
             yield record
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
         # webdataset appends the stream and URL to the exception's args: the first one is the reason
         reason = str(err.args[0]) if err.args and str(err.args[0]) else type(err).__name__
+        reason = reason.removesuffix(f" @ {stream}")
+        if isinstance(err, TooLarge):
+            reason = f"more than the {size:,} bytes dataset.json lists"
         raise CorruptShard(f"after {last}" if last else "(first record)", reason) from None
     finally:
         try:
@@ -185,13 +205,15 @@ class SkipLog:
             warnings.warn(message, CorruptDataWarning, stacklevel=3)
 
 
-def read_valid_samples(path: Path, expected: int, fields: tuple[str, ...], log: SkipLog) -> Iterator[dict[str, Any]]:
-    """Training read: the samples that hold all `fields`. Whatever the shard lacks against `expected` (corrupt,
-    truncated, missing members) is logged once, after its last good sample."""
+def read_valid_samples(path: Path, expected: int, fields: tuple[str, ...], log: SkipLog,
+                       size: Optional[int] = None) -> Iterator[dict[str, Any]]:
+    """Training read: the samples that hold all `fields`, at most `expected` (the count listed; `size`: the bytes
+    listed, when known). Whatever the shard lacks against `expected` (corrupt, truncated, missing members) is
+    logged once, after its last good sample."""
     good = 0
     problem = last = None
     try:
-        for sample in read_shard(path):
+        for sample in read_shard(path, count=expected, size=size):
             last = sample["__key__"]
             if all(has_field(sample, f) for f in fields):
                 good += 1
@@ -247,7 +269,7 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
         fail = f"re-create the folder with `{info.fix_command()}`"
         got = 0
         try:
-            for sample in read_shard(path):
+            for sample in read_shard(path, count=shard.count, size=shard.size):
                 key = sample["__key__"]
                 try:
                     fitted = [decode_fitted(sample, f, info.image_size) for f in fields]

@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .format import MAX_CLASSES, MAX_FEATURE_DIM
+
 PNG_COMPRESS_LEVEL = 6  # fixed: Pillow's output then depends only on the pixels (and the zlib build)
 
 
@@ -77,14 +79,25 @@ def decode_fitted(sample: dict[str, Any], field: str, size: Optional[int]) -> tu
                 img = img.resize((size, size), Image.Resampling.BILINEAR)  # Pillow's filters antialias downscaling
             return np.asarray(img), odd
     if f"{field}.npy" in sample:
-        value = np.load(io.BytesIO(sample[f"{field}.npy"]), allow_pickle=False).astype(np.float32, copy=False)
-        return value, None
+        stream = io.BytesIO(sample[f"{field}.npy"])
+        # the declared shape is read first: a huge one is refused before anything is allocated
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(stream)
+        if len(shape) != 1 or not 0 < shape[0] <= MAX_FEATURE_DIM:
+            raise ValueError(f"a feature of shape {shape}; expected a vector of at most {MAX_FEATURE_DIM} values")
+        stream.seek(0)
+        return np.load(stream, allow_pickle=False).astype(np.float32, copy=False), None
     raise KeyError(f"no {field}.png or {field}.npy")
 
 
 def decode_cls(sample: dict[str, Any]) -> int:
-    """The integer label, or -1 where the dataset has none."""
-    return int(sample["cls"]) if "cls" in sample else -1
+    """The integer label, or -1 where the dataset has none; ValueError outside -1 .. MAX_CLASSES - 1 (a label sizes
+    what is built over the labels, e.g. a fidelity classifier's outputs)."""
+    label = int(sample["cls"]) if "cls" in sample else -1
+    if not -1 <= label < MAX_CLASSES:
+        raise ValueError(f"cls {label} is outside 0..{MAX_CLASSES - 1}")
+    return label
 
 
 def decode_meta(sample: dict[str, Any]) -> dict[str, Any]:

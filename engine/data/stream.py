@@ -110,7 +110,7 @@ class PairStream(IterableDataset):
                     yield {"__key__": key, "__shard__": shard.file, "__decoded__": record}
                 continue
             good = 0
-            for sample in read_valid_samples(path, shard.count, FIELDS, log):
+            for sample in read_valid_samples(path, shard.count, FIELDS, log, size=shard.size):
                 good += 1
                 sample["__shard__"] = shard.file
                 yield sample

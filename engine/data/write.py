@@ -4,25 +4,51 @@ then `dataset.json`; a failed write (a full disk first of all) is one line namin
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import UserError, write_failure
+from ..safe_files import atomic_write, create_new
 from .format import INFO_FILE, SHARD_RE, SHARD_SUFFIX, DatasetInfo, ShardInfo, SplitInfo, sha256_file
 
 
+DATASET_MARKER = ".iiae-dataset"  # written into --out before the first shard: the folder is a prepare's own
+
+
+def _own_files(out: Path) -> set[str]:
+    """The names in `out` an earlier `iiae prepare` wrote: in a marked folder every shard-named file, else the
+    shards its dataset.json lists (a folder prepared before the marker existed). Never a folder's other files."""
+    if (out / DATASET_MARKER).is_file():
+        return {p.name for p in out.iterdir() if SHARD_RE.match(p.name)}
+    try:
+        info = json.loads((out / INFO_FILE).read_text())
+        listed = [s["file"] for split in info["splits"].values() for s in split["shards"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set()
+    return {name for name in listed if isinstance(name, str) and SHARD_RE.match(name) and "/" not in name}
+
+
 def prepare_output(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless overwrite; with it, remove only what a prepare writes."""
+    """Refuse a non-empty folder unless overwrite; with it, delete only the shards an earlier prepare wrote there
+    (never a file it did not write, and never a link's target), refusing shard-named files of anyone else, which
+    the new shards would overwrite."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"--out {out}: folder is not empty; pass --overwrite to replace its dataset")
-        for path in out.iterdir():
-            if path.name == INFO_FILE or (path.is_file() and SHARD_RE.match(path.name)):
+        ours = _own_files(out)
+        foreign = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in ours)
+        if foreign:
+            raise UserError(f"--out {out}: holds shard-named files no earlier `iiae prepare` wrote there "
+                            f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); nothing was deleted: "
+                            "move them away or choose another --out")
+        for name in ours | {INFO_FILE}:
+            path = out / name
+            if path.is_symlink() or path.is_file():  # a link is removed itself, its target never touched
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    create_new(out / DATASET_MARKER, json.dumps({"created_by": "iiae prepare"}) + "\n")
 
 
 def _disk_failure(err: Exception, path: Path, fix: str) -> Optional[UserError]:
@@ -104,17 +130,18 @@ def write_dataset(out: Path, splits: dict[str, tuple[Iterable[dict], int]], *, s
                   **meta: Any) -> DatasetInfo:
     """Write each split (samples, expected count) as shards, then dataset.json. `meta`: the DatasetInfo fields."""
     fix = f"{meta.get('command', 'iiae prepare ...')} --out {out} --overwrite"
+    for name in splits:  # checked before any shard is written: dataset.json would refuse the names afterwards
+        if not SHARD_RE.match(f"{name}{SHARD_SUFFIX}" % 0):
+            raise UserError(f"split {name!r}: its shard names would not be plain file names; expected a split name "
+                            "of letters, digits, '.', '_' and '-'")
     written = {}
     for name, (samples, total) in splits.items():
         split = _write_split(out, name, samples, total, shard_size, fix)
         if split is not None:
             written[name] = split
     info = DatasetInfo(splits=written, generator=_versions(), root=out, **meta)
-    tmp = out / f".{INFO_FILE}.tmp"
     try:
-        tmp.write_text(json.dumps(info.model_dump(mode="json"), indent=2) + "\n")
-        os.replace(tmp, out / INFO_FILE)
+        atomic_write(out / INFO_FILE, json.dumps(info.model_dump(mode="json"), indent=2) + "\n")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise _disk_failure(err, out / INFO_FILE, fix) from None
     return info

@@ -7,23 +7,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ..catalogue import SOURCES
+from ..format import MAX_IMAGE_SIZE
 
 DEFAULT_SHARD_SIZE = 1000
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
     return value
@@ -33,11 +42,21 @@ MIN_IMAGE_SIZE = 8  # px: the smallest side any image architecture can downsampl
 
 
 def image_side(text: str) -> int:
-    """`--size`: any side the image models can read (they check that their stride-2 stages fit it)."""
-    value = int(text)
-    if value < MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"expected an image side of at least {MIN_IMAGE_SIZE} px, got {text}")
+    """`--size`: any side the image models can read (they check that their stride-2 stages fit it), up to what a
+    dataset may declare (one image of that side is already 48 MiB as float32)."""
+    value = _integer(text)
+    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an image side of {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px, "
+                                         f"got {text}")
     return value
+
+
+def relative_folder(text: str) -> str:
+    """A folder named relative to --src that stays inside it (no absolute path, no `..`)."""
+    path = PurePath(text)
+    if not text.strip() or path.is_absolute() or ".." in path.parts:
+        raise argparse.ArgumentTypeError(f"expected a folder inside --src, named relative to it (e.g. A), got {text!r}")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +80,7 @@ def command_line(args: argparse.Namespace, *options: str) -> str:
             words += [option, str(value)]
     if args.shard_size != DEFAULT_SHARD_SIZE:
         words += ["--shard-size", str(args.shard_size)]
-    return " ".join(words)
+    return shlex.join(words)  # a folder name with a space or a quote stays one word when the command is re-run
 
 
 def source_checksums(src: Path, files: list[Path]) -> dict:

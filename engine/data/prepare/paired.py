@@ -30,7 +30,7 @@ from ...errors import DataError, first_line
 from ..format import DatasetInfo
 from ..samples import encode_sample
 from ..write import write_dataset
-from . import command_line, image_side, non_negative_int, source_checksums
+from . import command_line, image_side, non_negative_int, relative_folder, source_checksums
 from .images import image_files, resize_square
 
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=image_side, default=256, help="image side in px (default 256)")
     p.add_argument("--x-side", choices=("left", "right"), default="left",
                    help="side-by-side files: which half is domain X (default left)")
-    p.add_argument("--x-dir", metavar="A", help="two folders: the folder of domain X images (relative to --src)")
-    p.add_argument("--y-dir", metavar="B", help="two folders: the folder of domain Y images, same file names")
+    p.add_argument("--x-dir", metavar="A", type=relative_folder, help="two folders: the folder of domain X images (relative to --src)")
+    p.add_argument("--y-dir", metavar="B", type=relative_folder, help="two folders: the folder of domain Y images, same file names")
     p.add_argument("--valid", type=non_negative_int, default=None, metavar="N",
                    help="without split folders: pairs drawn for valid (default: 10%% of the pairs)")
     p.add_argument("--test", type=non_negative_int, default=None, metavar="N",
