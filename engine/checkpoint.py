@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from .errors import UserError, first_line, write_failure
+from .safe_files import atomic_write, safe_dir
 
 PATTERN = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "train_state.json"  # the loop's own state (step, data position, seeds, selection), JSON
@@ -27,11 +28,13 @@ def checkpoint_dir(run: Path) -> Path:
 
 
 def complete_checkpoints(run: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary `.tmp-*` folders are never listed)."""
+    """Complete checkpoints, oldest first (temporary `.tmp-*` folders are never listed, nor links: a checkpoint is
+    a folder the engine renamed into place, never something elsewhere)."""
     root = checkpoint_dir(run)
-    if not root.is_dir():
+    if root.is_symlink() or not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := PATTERN.match(p.name))]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := PATTERN.match(p.name)) and p.is_dir() and not p.is_symlink()]
     return [p for _, p in sorted(found)]
 
 
@@ -57,7 +60,7 @@ def set_aside_after(run, checkpoint: Path) -> list[Path]:
     for newer in complete_checkpoints(run.root):
         if int(PATTERN.match(newer.name).group(1)) > step:
             target, n = newer.with_name(f"abandoned-{newer.name}"), 1
-            while target.exists():  # an earlier abandoned one keeps its name
+            while os.path.lexists(target):  # an earlier abandoned one keeps its name (a dangling link too)
                 n += 1
                 target = newer.with_name(f"abandoned{n}-{newer.name}")
             newer.rename(target)
@@ -74,13 +77,18 @@ def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, s
     final = root / f"checkpoint_{step}"
     tmp = root / f".tmp-checkpoint_{step}"
     if accelerator.is_main_process:
+        safe_dir(root, "the run's checkpoints folder")
+        for path in (tmp, final):  # a link there would be written through (tmp) or renamed onto (final)
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
+                raise UserError(f"{path}: is {'a symbolic link' if path.is_symlink() else 'not a folder'}; expected "
+                                f"a checkpoint folder the engine writes (nothing was saved): remove it")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.mkdir()  # a fresh folder: what save_state writes lands inside the run
     accelerator.wait_for_everyone()
     try:
         accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(state.state_dict()))
+            atomic_write(tmp / STATE_FILE, json.dumps(state.state_dict()))
     except (OSError, RuntimeError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = latest_checkpoint(run)
@@ -105,6 +113,7 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
     (`custom_checkpoint_*.pkl`, read with `weights_only=False`) are never loaded."""
     from accelerate.utils import load
 
+    _refuse_links_in(checkpoint)
     if list(checkpoint.glob("custom_checkpoint_*.pkl")) or not (checkpoint / STATE_FILE).is_file():
         raise UserError(f"{checkpoint}: no {STATE_FILE} (a checkpoint of an older engine, or not this engine's); "
                         "its pickled state is not loaded: start a new run, or use its weights as a model")
@@ -130,6 +139,18 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, state) -> None:
             raise
         except Exception as err:
             raise UserError(f"{checkpoint}: cannot resume from it: {_load_failure(err)}") from None
+
+
+def _refuse_links_in(checkpoint: Path) -> None:
+    """A checkpoint holds only the folders and regular files the engine wrote: a link (to /dev/zero, a fifo, a
+    file elsewhere) or a fifo is refused in one line before anything is read."""
+    for folder, subfolders, files in os.walk(checkpoint):  # never follows a link
+        for name in subfolders + files:
+            path = Path(folder, name)
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                kind = "a symbolic link" if path.is_symlink() else "not a regular file"
+                raise UserError(f"{path}: is {kind}; a checkpoint holds only the files the engine wrote: "
+                                "nothing was loaded")
 
 
 def _deepspeed_plain_types() -> list:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from .errors import UserError
+from .data.format import MAX_FEATURE_DIM, MAX_IMAGE_SIZE
+from .errors import UserError, shown
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
                       field_validator, model_validator)
 
@@ -36,21 +37,28 @@ def expand_path(value: Optional[str]) -> Optional[str]:
     return os.path.expanduser(os.path.expandvars(value))
 
 
+# What a model may declare (a recipe or a downloaded config.json): generous for any real model, small enough that
+# building one from a hostile 4 KB config.json cannot allocate gigabytes before its weights are checked
+MAX_WIDTH = 4096  # channels or units of any layer, and latent sizes
+MAX_STAGES = 8  # stride-2 blocks per trunk
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+
+
 class ModelConfig(_Strict):
     arch: Literal["image", "flat", "mlp"] = "image"
-    image_size: PositiveInt = 256  # any side the architecture's stride-2 stages divide (checked below)
-    channels: PositiveInt = 3
+    image_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)] = 256  # any side the stride-2 stages divide (below)
+    channels: Annotated[int, Field(gt=0, le=4)] = 3
     # conv trunks (image, flat): one stride-2 block per entry
-    shared_channels: list[PositiveInt] = [32, 64, 128, 256]
-    exclusive_channels: list[PositiveInt] = [32, 64, 128, 256]
+    shared_channels: list[Width] = Field([32, 64, 128, 256], max_length=MAX_STAGES)
+    exclusive_channels: list[Width] = Field([32, 64, 128, 256], max_length=MAX_STAGES)
     # transposed-conv decoder: one stride-2 block per entry, then a last one to `channels`
-    decoder_channels: list[PositiveInt] = [512, 256, 128, 64]
-    z_shared: PositiveInt = 128  # image: channels of the z^s map; flat, mlp: its size
-    z_exclusive: PositiveInt = 8
-    head_hidden: PositiveInt = 256  # flat: width of the r and q heads
-    feature_dim: PositiveInt = 512  # mlp: input feature size
-    mlp_hidden: list[PositiveInt] = Field([512, 256], min_length=2, max_length=2)  # mlp: encoder widths
-    decoder_hidden: PositiveInt = 128  # mlp: decoder width
+    decoder_channels: list[Width] = Field([512, 256, 128, 64], max_length=MAX_STAGES)
+    z_shared: Width = 128  # image: channels of the z^s map; flat, mlp: its size
+    z_exclusive: Width = 8
+    head_hidden: Width = 256  # flat: width of the r and q heads
+    feature_dim: Annotated[int, Field(gt=0, le=MAX_FEATURE_DIM)] = 512  # mlp: input feature size
+    mlp_hidden: list[Width] = Field([512, 256], min_length=2, max_length=2)  # mlp: encoder widths
+    decoder_hidden: Width = 128  # mlp: decoder width
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     # standardise each input before the shared encoders (not in the paper; no parameters; IIAE.shared_features):
     # "image": zero mean, unit variance over all its values (contrast gone, hue kept); "channel": each channel
@@ -281,7 +289,9 @@ def format_validation_error(source: str | Path, err: ValidationError, prefix: st
     if first["type"] == "extra_forbidden":
         return f"{source}: {key}: unknown key"
     got = first.get("input")
-    return f"{source}: {key}: {msg} (got {got!r})" if not isinstance(got, dict) else f"{source}: {key}: {msg}"
+    if isinstance(got, dict):
+        return f"{source}: {key}: {msg}"
+    return f"{source}: {key}: {msg} (got {shown(repr(got))})"  # a hostile file's value is quoted, not echoed whole
 
 
 def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
@@ -310,9 +320,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     validate. Raises RecipeError (one line)."""
     from .recipes import resolve
 
+    if Path(path).expanduser().is_dir():  # else resolve() would look for a shipped recipe of that name
+        raise RecipeError(f"{path}: is a folder; expected a recipe YAML file")
     path = resolve(path)
     try:
         data = _yaml(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:  # EACCES, a fifo, bytes that are not text ...
+        raise RecipeError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); "
+                          "expected a recipe YAML file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -324,7 +339,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    from .safe_files import atomic_write
+
+    # a temp file renamed over `path` (a link or folder there is refused): never written through a link
+    atomic_write(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False), "a recipe YAML file")
 
 
 def flat_hparams(recipe: Recipe) -> dict[str, Any]:

@@ -151,8 +151,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "against the true ones")
     p.add_argument("--fidelity-steps", type=positive_int, default=None,
                    help="training steps of each fidelity classifier (default: iiae.fidelity.STEPS)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N samples only")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--no-verify", action="store_true", help="skip checking each shard's sha256 against dataset.json")
 
@@ -177,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     _, run_dir = resolve_run(args.run)
+    if run_dir is not None:  # before minutes of evaluation, not after: a link where a result goes is refused
+        from .safe_files import refuse_link
+
+        for path in (run_dir.eval_results, run_dir.views_grid):
+            refuse_link(path, f"{path.name} (a regular file the engine writes)")
     model = load_model(args.run, device)
     # hash only the split this evaluation reads: the training shards can be most of the folder
     info = load_dataset_info(data_root(args.run, args.data), verify=() if args.no_verify else (args.split,))
@@ -204,11 +209,17 @@ def run(args: argparse.Namespace) -> int:
         metrics.update(view_metrics(model, info, args.split, batch_size=args.batch_size, device=device,
                                     progress=not args.json))
         if run_dir is not None:
-            views_grid(model, info, args.split, device=device).save(run_dir.views_grid)
+            from .safe_files import atomic_path
+
+            with atomic_path(run_dir.views_grid, "a PNG the engine writes") as tmp:  # never through a link
+                views_grid(model, info, args.split, device=device).save(tmp, format="PNG")
     # the data as given: datasets of one name can differ (two renderings of MNIST-CDCB), and make demo checks it
     record = {"model": str(args.run), "dataset": info.name, "data": info.root, "split": args.split, **metrics}
     if run_dir is not None:
-        run_dir.eval_results.write_text(json.dumps(record, indent=2) + "\n")
+        from .safe_files import atomic_write
+
+        # renamed into place: a link at eval_results.json is refused, never written through
+        atomic_write(run_dir.eval_results, json.dumps(record, indent=2) + "\n", "eval_results.json (a regular file)")
     if args.json:
         print(json.dumps(record))
     else:

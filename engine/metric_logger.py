@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .objective import TERMS
+from .errors import UserError
 from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
+from .safe_files import atomic_path, atomic_write, open_append, refuse_link
 
 
 # trackers whose runs have an id the run folder keeps, so a resume continues the same tracker run
 RESUMABLE_TRACKERS = ("wandb",)
+# a tracker run id (wandb's own are 8-12 of [a-z0-9]; it refuses / \ # ? % :): never a path, nor . or ..
+_RUN_ID = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,128}")
+
+
+def read_tracker_ids(path: Path) -> dict:
+    """`<run>/trackers.json` ({} when absent): {tracker: {"id": run id}}; anything else (a link, not JSON, other
+    types, an id with characters a run id never has) is refused in one line: the file is never trusted."""
+    from .run_dir import read_json_object
+
+    what = 'tracker run ids, {"wandb": {"id": "<letters, digits, _ . or ->"}}'
+    if not refuse_link(path, what).is_file():
+        return {}
+    ids = read_json_object(path, what)
+    for name, entry in ids.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("id"), str) and _RUN_ID.fullmatch(entry["id"])):
+            raise UserError(f"{path}: {name!r:.40}: expected {{\"id\": <1-128 letters, digits, _ . or ->}}, "
+                            f"got {entry!r:.80}; remove the file to start new tracker runs")
+    return ids
 
 
 def tracker_init_kwargs(recipe, run_ids: Optional[Path], main: bool) -> dict:
@@ -24,13 +44,13 @@ def tracker_init_kwargs(recipe, run_ids: Optional[Path], main: bool) -> dict:
     kwargs = {name: dict(values) for name, values in recipe.train.tracker_kwargs.items()}
     if run_ids is None or not any(t in RESUMABLE_TRACKERS for t in recipe.train.trackers):
         return kwargs
-    ids = json.loads(run_ids.read_text()) if run_ids.is_file() else {}
+    ids = read_tracker_ids(run_ids)
     for name in RESUMABLE_TRACKERS:
         if name in recipe.train.trackers:
             ids.setdefault(name, {"id": kwargs.get(name, {}).get("id") or uuid.uuid4().hex[:12]})
             kwargs[name] = {**kwargs.get(name, {}), "id": ids[name]["id"], "resume": "allow"}
     if main:
-        run_ids.write_text(json.dumps(ids, indent=2) + "\n")
+        atomic_write(run_ids, json.dumps(ids, indent=2) + "\n", "the run's trackers.json")
     return kwargs
 
 
@@ -64,18 +84,17 @@ class MetricLogger:
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
         # numbers only to the trackers; labels (a split's name) stay in the train log
         self.accelerator.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        if self.enabled:  # O_NOFOLLOW: a link planted meanwhile is refused, never appended through
+            with open_append(self.path, "the run's train log (a regular file the engine appends to)") as f:
+                f.write((json.dumps({"step": step, "kind": kind, **values}) + "\n").encode())
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop events logged after the checkpoint: they are about to be logged again."""
-        if not self.enabled or not self.path.exists():
+        if not self.enabled or not refuse_link(self.path, "the run's train log (a regular file)").exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        text = self.path.read_bytes().decode(errors="replace")  # a torn or tampered line is dropped below
+        kept = [line for line in text.splitlines() if _step_of(line) <= step]
+        atomic_write(self.path, "".join(line + "\n" for line in kept), "the run's train log (a regular file)")
 
     def plot(self) -> None:
         if self.enabled:
@@ -103,20 +122,30 @@ class MetricLogger:
 def _step_of(line: str) -> float:
     """The step of a logged event; a line torn by a killed process counts as after any checkpoint."""
     try:
-        return json.loads(line)["step"]
+        step = json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return math.inf
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The events of a train log; a line torn by a killed process (or not an event) is skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events = []
+    for line in path.read_bytes().decode(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("step"), (int, float)):
+            events.append(event)
+    return events
 
 
 def _series(events: Iterable[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
-    pts = [(e["step"], e[key]) for e in events if e.get("kind") == kind and key in e and e[key] is not None]
+    pts = [(e["step"], e[key]) for e in events if e.get("kind") == kind and isinstance(e.get(key), (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -162,5 +191,8 @@ def plot_curves(metrics_path: Path, out: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_path(out, "a PNG the engine writes") as tmp:  # renamed into place: never through a link
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)

@@ -11,13 +11,15 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from .checkpoint import latest_checkpoint
-from .errors import UserError, first_line
+from .errors import UserError, first_line, shown
 from .run_lock import LOCK, RunLock
+from .safe_files import TEMP_PREFIX, atomic_write, create_new, read_regular, refuse_link, safe_dir
 
 if TYPE_CHECKING:
     from .config import Recipe
@@ -49,22 +51,39 @@ class RunDir:
         return self.samples / f"step_{step:07d}.png"
 
     def read_eval_results(self) -> dict:
-        """eval_results.json, or `metrics.json` of runs evaluated by older versions, or {}."""
+        """eval_results.json, or `metrics.json` of runs evaluated by older versions, or {}; a link, a folder or
+        anything but a JSON object there is refused in one line (a run folder is never trusted)."""
         for path in (self.eval_results, self.root / "metrics.json"):
-            if path.is_file():
-                return json.loads(path.read_text())
+            if refuse_link(path, "a JSON object written by `iiae eval`").is_file():
+                return read_json_object(path, "a JSON object written by `iiae eval`")
         return {}
 
     def read_recipe(self) -> Optional["Recipe"]:
         from .config import load_recipe
 
         for path in (self.recipe, self.best / "recipe.yaml"):
-            if path.is_file():
+            if refuse_link(path, "the run's recipe (a YAML file)").is_file():
                 return load_recipe(path)
         return None
 
 
+def read_json_object(path: Path, what: str, raw: Optional[bytes] = None) -> dict:
+    """A JSON object from a file of a run or model folder (never trusted; `raw`: its bytes, already read), or one
+    line naming the file: a link, a folder, not JSON, not an object."""
+    try:
+        data = json.loads(read_regular(path, what) if raw is None else raw)
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, an integer too long, nested too deep
+        raise UserError(f"{path}: not valid JSON ({first_line(err)}); expected {what}") from None
+    if not isinstance(data, dict):
+        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(data), "null")
+        raise UserError(f"{path}: holds a JSON {kind}; expected {what}")
+    return data
+
+
 RANK_MARKERS = ".ranks"  # check_shared_folder's markers, one folder per start
+# the engine's names at the top of a run folder that are folders; every other one is a regular file
+ENGINE_FOLDERS = frozenset({"checkpoints", "best", "samples", "tensorboard", RANK_MARKERS, "wandb", "mlruns", "aim",
+                            ".aim"})
 # everything a training run or `iiae eval/translate` writes at the top of a run folder; trackers' own folders too
 ENGINE_NAMES = frozenset({MARKER, LOCK, RANK_MARKERS, "metrics.jsonl", "metrics.json", "wandb", "mlruns", "aim", ".aim"} | {
     path.name for key, path in vars(RunDir(".")).items() if isinstance(path, Path) and key != "root"})
@@ -75,7 +94,12 @@ def check_output_dir(raw: str, protected: dict[str, str | os.PathLike] | None = 
     `/`, home, an ancestor of the cwd, or the same as / inside / around a `protected` folder (e.g. data.root)."""
     if not str(raw).strip():
         raise UserError("train.output_dir: empty; expected a folder for this run, e.g. train.output_dir=runs/NAME")
-    run = Path(raw).expanduser().resolve()
+    try:
+        run = Path(raw).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a link loop (RuntimeError before 3.13), a NUL byte ...
+        raise UserError(f"train.output_dir: {shown(raw)} cannot be resolved ({first_line(err)}); "
+                        "expected a folder for this run, e.g. train.output_dir=runs/NAME") from None
+    _check_length(raw, run)
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
     if run == cwd or run in cwd.parents:
         raise UserError(f"train.output_dir: {raw} is the current directory or one of its parents; "
@@ -90,18 +114,64 @@ def check_output_dir(raw: str, protected: dict[str, str | os.PathLike] | None = 
     return run
 
 
+# room for the deepest file a run writes below its folder (checkpoints/.tmp-checkpoint_N/...)
+_INNER_PATH = 200
+
+
+def _check_length(raw, run: Path) -> None:
+    """A path the file system cannot take (ENAMETOOLONG) is refused before any parent folder is made."""
+    existing = next((p for p in (run, *run.parents) if os.path.isdir(p)), Path(run.anchor))
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(existing, name))
+        except (OSError, ValueError):
+            limits.append(default)
+    name_max, path_max = limits
+    long_part = next((part for part in run.parts if len(os.fsencode(part)) > name_max), None)
+    if long_part is not None:
+        raise UserError(f"train.output_dir: {shown(raw)} has a name of {len(os.fsencode(long_part))} bytes "
+                        f"({shown(long_part, 30)}); the file system takes at most {name_max}: expected shorter names")
+    if len(os.fsencode(str(run))) + _INNER_PATH >= path_max:
+        raise UserError(f"train.output_dir: {shown(raw)} is too long ({len(os.fsencode(str(run)))} bytes); the "
+                        f"file system takes paths under {path_max} bytes and the run's own files need "
+                        f"{_INNER_PATH} more: expected a shorter path")
+
+
 def is_run(run: Path) -> bool:
-    return (Path(run) / MARKER).is_file()
+    """Marked by the engine: its marker is a regular file (a link there is no marker)."""
+    try:
+        return stat.S_ISREG(os.lstat(Path(run) / MARKER).st_mode)
+    except OSError:
+        return False
+
+
+def _check_own_names(run: Path) -> None:
+    """Each of the engine's names in `run` is what the engine writes there: a link (dangling ones too), or a folder
+    where a file goes (or the reverse), is refused before anything is written, deleted or resumed through it."""
+    for path in sorted(run.iterdir()):
+        if path.name not in ENGINE_NAMES:
+            continue
+        if path.name in ENGINE_FOLDERS:
+            if path.is_symlink() or not path.is_dir():
+                safe_dir(path, f"the run's {path.name} folder")  # raises the one line of its kind
+        else:
+            refuse_link(path, f"the run's {path.name} (a regular file the engine writes)")
+
+
+def _leftover(path: Path) -> bool:
+    """A temporary file of an interrupted write (iiae.safe_files makes only files, never folders, of that name)."""
+    return path.name.startswith(TEMP_PREFIX) and (path.is_symlink() or not path.is_dir())
 
 
 def _foreign(run: Path) -> list[str]:
-    return sorted(p.name for p in run.iterdir() if p.name not in ENGINE_NAMES)
+    return sorted(p.name for p in run.iterdir() if p.name not in ENGINE_NAMES and not _leftover(p))
 
 
 def _clear(run: Path) -> None:
     """Delete the engine's own files of a marked run (the marker and the lock stay: the run is still ours)."""
     for path in run.iterdir():
-        if path.name in ENGINE_NAMES - {MARKER, LOCK}:
+        if path.name in ENGINE_NAMES - {MARKER, LOCK} or _leftover(path):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
@@ -122,11 +192,16 @@ def claim_output_dir(run: Path, *, resume: bool, explicit_resume: bool, overwrit
     run = Path(run)
     if overwrite and explicit_resume:
         raise UserError("--resume and --overwrite contradict each other: pass one of them")
-    if run.exists() and not run.is_dir():
-        raise UserError(f"train.output_dir: {run} exists and is not a folder")
-    contents = sorted(p.name for p in run.iterdir() if p.name != LOCK) if run.is_dir() else []
+    try:
+        if run.exists() and not run.is_dir():
+            raise UserError(f"train.output_dir: {run} exists and is not a folder")
+        contents = sorted(p.name for p in run.iterdir() if p.name != LOCK) if run.is_dir() else []
+    except OSError as err:  # EACCES, ENAMETOOLONG ...: one line, before anything is written
+        raise UserError(f"train.output_dir: {shown(run)} cannot be read ({err.strerror or err}); "
+                        "expected a folder this user can write") from None
     checkpoint = latest_checkpoint(run) if resume and contents and not overwrite else None  # --overwrite wins
     if checkpoint is not None:
+        _check_own_names(run)
         take()
         _mark(run)  # a run written before markers existed becomes ours by being resumed
         return checkpoint
@@ -143,9 +218,13 @@ def claim_output_dir(run: Path, *, resume: bool, explicit_resume: bool, overwrit
         if foreign:
             raise UserError(f"{run}: holds files this engine did not write ({_listing(foreign)}); nothing was "
                             f"deleted: move them away or choose another train.output_dir")
+        _check_own_names(run)
         take()
         _clear(run)
-    run.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"train.output_dir: {shown(run)} cannot be made ({err.strerror or err})") from None
     take()
     _mark(run)
     return None
@@ -166,9 +245,9 @@ def check_shared_folder(accelerator, run: RunDir) -> None:
     if accelerator.num_processes == 1:
         return
     token = broadcast_object_list([uuid.uuid4().hex if accelerator.is_main_process else None])[0]
-    folder = run.root / RANK_MARKERS / token
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"rank_{accelerator.process_index}").write_text(socket.gethostname())
+    run.root.mkdir(parents=True, exist_ok=True)  # on a node without a shared folder, rank 0 made none here
+    folder = safe_dir(safe_dir(run.root / RANK_MARKERS) / token)  # never through a link to elsewhere
+    atomic_write(folder / f"rank_{accelerator.process_index}", socket.gethostname())
     accelerator.wait_for_everyone()
     seen = torch.tensor([sum((folder / f"rank_{r}").is_file() for r in range(accelerator.num_processes))])
     counts = accelerator.gather(seen.to(accelerator.device)).tolist()
@@ -185,9 +264,9 @@ def check_shared_folder(accelerator, run: RunDir) -> None:
 
 
 def _mark(run: Path) -> None:
-    marker = run / MARKER
-    if not marker.is_file():
-        marker.write_text(json.dumps({"created_by": "iiae", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    marker = refuse_link(run / MARKER, "the engine's run marker (a regular file)")  # a dangling link: refused
+    # O_EXCL | O_NOFOLLOW: never written through a link that appears meanwhile
+    create_new(marker, json.dumps({"created_by": "iiae", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
 
 
 # ---- the model of a run, a model folder or a Hub repo -------------------------------------------------------
@@ -199,8 +278,12 @@ def resolve_run(run_or_id: str | os.PathLike) -> tuple[Optional[Path], Optional[
     """(folder holding config.json + model.safetensors, the folder that receives eval results) for a local path:
     a run dir gives (run/best, run), a model folder gives (folder, folder). (None, None): not a local path."""
     path = Path(run_or_id)
-    if not path.exists():
-        return None, None
+    try:
+        if not path.exists():
+            return None, None
+    except OSError as err:  # a name too long for the file system, a folder that cannot be searched
+        raise UserError(f"{str(path)[:80]}: cannot be read as a run or model folder ({err.strerror}); expected a run "
+                        "dir, a model folder or a Hub repo id (user/name)") from None
     if _is_model_dir(path):
         return path, RunDir(path)
     if _is_model_dir(path / "best"):
@@ -260,4 +343,11 @@ def data_root(run_or_id: str | os.PathLike, given: Optional[str]) -> str:
         recipe = RunDir(weights).read_recipe()
     if recipe is None:
         raise UserError(f"{run_or_id}: no recipe.yaml beside the model to take data.root from; pass --data DIR")
-    return recipe.data.root
+    from .data.location import runs_command
+
+    root = recipe.data.root
+    if runs_command(root):
+        # a command runs only when the user typed it: never one read from a run or model folder
+        raise UserError(f"{run_or_id}: its stored recipe.yaml reads data.root through a command ({root[:80]!r}); "
+                        "a stored recipe never runs one: pass it yourself with --data if you trust it, or --data DIR")
+    return root

@@ -5,10 +5,12 @@ process dies, so a dead holder's lock is recognised and taken over, and a live o
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 from pathlib import Path
 from typing import Optional
@@ -30,7 +32,7 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if self._fd is not None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -51,6 +53,24 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, opened without following a link (truncating it would empty the link's target: as root, any
+    file) and refused unless it is a regular file of its own (a hard link's other name would be emptied too)."""
+    what = f"the run's lock file (a regular file the engine writes; remove whatever is at {path.name})"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        kind = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a folder"}.get(err.errno)
+        raise UserError(f"{path}: {kind or f'cannot be opened ({err.strerror or err})'}; expected {what}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        kind = "is a hard link to another file" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise UserError(f"{path}: {kind}; expected {what}")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _read_holder(fd: int) -> str:

@@ -35,10 +35,13 @@ class SampleGrids:
         x, y = self.batch["x"].to(device), self.batch["y"].to(device)
         from .metric_logger import log_images
 
+        from .safe_files import atomic_path, safe_dir
+
         path = self.path_of(step)
-        path.parent.mkdir(exist_ok=True)
+        safe_dir(path.parent, "the run's samples folder")
         grid = translation_grid(trainer.raw_model, x, y, n_rows=x.shape[0], generator=gen)
-        grid.save(path)
+        with atomic_path(path, "a sample grid (PNG) the engine writes") as tmp:  # never written through a link
+            grid.save(tmp, format="PNG")
         log_images(trainer.accelerator, {"samples/translation": grid}, step)
 
     def end(self, trainer) -> None:

@@ -100,15 +100,25 @@ class Validation:
 
 def save_best(model, best: Path, step: int, metrics: dict, recipe) -> None:
     """The model in Hub format with `selection.json` and the resolved `recipe.yaml` beside it. Written into a
-    temporary folder, then moved into best/ file by file (atomic renames), weights before selection.json: a
-    crash at any moment leaves a best/ that loads."""
-    from .config import save_recipe
+    fresh temporary folder, then moved into best/ file by file (atomic renames: nothing is written through a link;
+    a link or a folder at one of the names is refused first), weights before selection.json: a crash at any
+    moment leaves a best/ that loads."""
+    import tempfile
 
-    tmp = best / ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, model_card_kwargs={"recipe": recipe, "metrics": metrics})
-    save_recipe(recipe, tmp / "recipe.yaml")
-    (tmp / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
-    for name in sorted(p.name for p in tmp.iterdir() if p.name != "selection.json") + ["selection.json"]:
-        os.replace(tmp / name, best / name)
-    tmp.rmdir()
+    from .config import save_recipe
+    from .safe_files import TEMP_PREFIX, refuse_link, safe_dir
+
+    safe_dir(best, "the run's best/ folder")
+    # a new name each time (mkdtemp: never an existing folder or link), so nothing is written outside the run
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=best))
+    try:
+        model.save_pretrained(tmp, model_card_kwargs={"recipe": recipe, "metrics": metrics})
+        save_recipe(recipe, tmp / "recipe.yaml")
+        (tmp / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+        names = sorted(p.name for p in tmp.iterdir() if p.name != "selection.json") + ["selection.json"]
+        for name in names:  # a folder (or other non-file) where a file goes: refused before any is replaced
+            refuse_link(best / name, f"best/{name} (a regular file the engine writes)")
+        for name in names:
+            os.replace(tmp / name, best / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -28,6 +28,7 @@ from .objective import TERMS, annealing, iiae_loss
 from .progress import progress_bar
 from .resume import recipe_changes, stretch_schedule
 from .run_dir import RunDir, check_shared_folder, claim_output_dir
+from .safe_files import atomic_write
 from .sample_grids import SampleGrids
 from .selection import Selector, Validation
 from .shutdown import StopFlag, end_run
@@ -101,10 +102,21 @@ def _init_weights(model: IIAE, source: str) -> None:
 
 def _resume_changes(recipe: Recipe, run: RunDir, resume: bool, overwrite: bool) -> Optional[dict]:
     """The allowed recipe changes of a resume (refused ones raise before anything is written); None when this
-    start resumes nothing."""
-    if not resume or overwrite or latest_checkpoint(run.root) is None or not run.recipe.is_file():
+    start resumes nothing. The run's own files a resume reads are checked here too, before anything is written."""
+    from .errors import UserError
+    from .metric_logger import read_tracker_ids
+    from .safe_files import refuse_link
+
+    if not resume or overwrite or latest_checkpoint(run.root) is None:
         return None
-    return recipe_changes(run.read_recipe(), recipe)
+    refuse_link(run.recipe, "the recipe the run trained with (a YAML file)")
+    if not run.recipe.is_file():  # without it the checkpoint's recipe is unknown: no change could be checked
+        raise UserError(f"{run.recipe}: missing, so this run cannot be resumed safely (the recipe its checkpoints "
+                        "were trained with is unknown); nothing was written: restore the file, or start again with "
+                        "--overwrite or train.output_dir=<new folder>")
+    changes = recipe_changes(run.read_recipe(), recipe)
+    read_tracker_ids(run.tracker_ids)  # a tampered trackers.json: one line now, not after the first writes
+    return changes
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
@@ -222,13 +234,13 @@ class Trainer:
         if acc.is_main_process:
             from iiae import kernels
 
-            run.run_info.write_text(json.dumps({
+            atomic_write(run.run_info, json.dumps({
                 "kernels_backend": kernels.backend(torch.empty(1, device=acc.device)), "device": str(acc.device),
                 "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
                 "distributed_type": str(acc.distributed_type), "torch": torch.__version__,
                 "resumed_from": str(checkpoint) if checkpoint else None,
                 "recipe_changes": {k: list(v) for k, v in (changes or {}).items()},
-            }, indent=2))
+            }, indent=2), "the run's run.json")
         acc.print(f"{recipe.name}: {acc.num_processes} process(es) on {acc.device}, mixed precision "
                   f"{acc.mixed_precision}, compile {'on' if cfg.compile else 'off'}")
         self.logger = MetricLogger(acc, run.train_log, recipe, resumed_step=self.state.step, run_ids=run.tracker_ids)
