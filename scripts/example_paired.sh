@@ -19,7 +19,7 @@ $IIAE translate "$OUT/runs/shapes" --input "$OUT/raw/my_images/B" --to x \
   --exclusive-from "$OUT/raw/my_images/A/0002.png" --out "$OUT/styled"
 $IIAE embed "$OUT/runs/shapes" --input "$OUT/raw/my_images/B" --domain y --out "$OUT/gallery.safetensors"
 $IIAE retrieve "$OUT/runs/shapes" --query "$OUT/raw/my_images/A" --gallery "$OUT/gallery.safetensors" -k 3 \
-  --out "$OUT/results.json"
+  --gallery-images "$OUT/raw/my_images/B" --out "$OUT/results.json"
 $PY - "$OUT/results.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
