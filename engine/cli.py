@@ -26,6 +26,13 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other user error (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _version() -> str:
     """The installed distribution's version (pyproject.toml), or the package's own in a bare checkout."""
     from importlib.metadata import PackageNotFoundError, version
@@ -40,7 +47,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="iiae", description="Interaction Information Auto-Encoder engine")
+    parser = _Parser(prog="iiae", description="Interaction Information Auto-Encoder engine")
     parser.add_argument("--version", action="version", version=f"iiae {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = argv[0] if argv else None

@@ -140,7 +140,7 @@ def test_a_split_with_no_readable_pair_leaves_no_dataset(tmp_path, capsys):
     ("folders", ["--x-dir", "A"], "--x-dir and --y-dir: give both"),
     ("folders", ["--x-dir", "A", "--y-dir", "nope"], "--y-dir"),
     ("side", ["--valid", "5", "--test", "5"], "leaves no training pairs"),
-    ("side", ["--size", "4"], "at least 8 px"),
+    ("side", ["--size", "4"], "of 8 to 2048 px"),
 ])
 def test_option_errors_are_one_line_exit_2(tmp_path, capsys, layout, args, message):
     write_paired(tmp_path / "src", 6, size=8, layout=layout)

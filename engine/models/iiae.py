@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -72,6 +71,58 @@ def inference(method):
     return wrapper
 
 
+MAX_CONFIG_BYTES = 1 << 20
+WEIGHTS_NAME, PICKLE_NAME = "model.safetensors", "pytorch_model.bin"
+
+
+def _weights_file(model_id: str, hub: dict) -> str:
+    """The model.safetensors of a model folder or Hub repo; UserError where there is only a pickle (or nothing).
+    A file missing from the local cache stays a LocalEntryNotFoundError, so the caller may go online."""
+    import os
+
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    refusal = (f"{model_id}: holds no {WEIGHTS_NAME}; the engine loads safetensors weights only (a {PICKLE_NAME} "
+               "could run code when unpickled and is never loaded): save the model with `save_pretrained`")
+    if os.path.isdir(model_id):
+        path = Path(model_id) / WEIGHTS_NAME
+        if not path.is_file():
+            raise UserError(refusal)
+        return str(path)
+    try:
+        return hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, **hub)
+    except LocalEntryNotFoundError:
+        pickle = try_to_load_from_cache(model_id, PICKLE_NAME, cache_dir=hub["cache_dir"], revision=hub["revision"])
+        if isinstance(pickle, str):  # the cache holds this repo, with a pickle instead of safetensors
+            raise UserError(refusal) from None
+        raise
+    except EntryNotFoundError:  # the repo itself has no safetensors file
+        raise UserError(refusal) from None
+
+
+def _check_shapes(cls, model_id: str, weights: str, model_kwargs: dict) -> None:
+    """Refuse, in one line, a config whose tensors are not the weights file's: built on the meta device, so a
+    config declaring a huge model allocates nothing."""
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        declared = {k: tuple(v.shape) for k, v in cls(**model_kwargs).state_dict().items()}
+    try:
+        with safe_open(weights, framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # not a safetensors file, a damaged header
+        raise UserError(f"{model_id}: {WEIGHTS_NAME} is unreadable ({err}); expected the weights `save_pretrained` "
+                        "writes") from None
+    for name in sorted(declared.keys() | stored.keys()):
+        if declared.get(name) != stored.get(name):
+            what = (f"missing from {WEIGHTS_NAME}" if name not in stored else
+                    "not in the model config.json declares" if name not in declared else
+                    f"shape {list(stored[name])} in {WEIGHTS_NAME}, {list(declared[name])} in config.json")
+            raise UserError(f"{model_id}: tensor {name} is {what}; the config and the weights are of different "
+                            "models")
+
+
 def _check_domain(domain: str) -> str:
     if domain not in DOMAINS:
         raise ValueError(f"domain must be 'x' or 'y', got {domain!r}")
@@ -129,14 +180,36 @@ class IIAE(
                                    **kwargs)
 
     @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs):
-        # strict by default: a missing or extra tensor is an error, never a silently random layer.
-        # The mixin prints "Loading weights from local directory"; keep stdout clean for --json output.
-        with contextlib.redirect_stdout(io.StringIO()):
-            model = super()._from_pretrained(strict=strict, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        # a local config.json is read whole by the mixin: a huge one is refused before it is parsed
+        config = Path(str(pretrained_model_name_or_path)) / "config.json"
+        if config.is_file() and config.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{config}: {config.stat().st_size:,} bytes; expected a model config.json of at most "
+                            f"{MAX_CONFIG_BYTES:,} bytes")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download: bool = False,
+                         local_files_only: bool = False, token=None, map_location: str = "cpu", strict: bool = True,
+                         **model_kwargs):
+        """Strict loading of model.safetensors only (a pickle, pytorch_model.bin, is never loaded): the config's
+        declared shapes are checked against the weights file's header on the meta device (nothing allocated),
+        before the model is built; non-finite weights are refused."""
+        from safetensors.torch import load_model
+
+        for section, config in (("model", ModelConfig), ("objective", ObjectiveConfig)):  # errors name the file
+            validated(config, model_kwargs.get(section), f"{model_id}/config.json", section)
+        hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
+                   local_files_only=local_files_only, token=token)
+        weights = _weights_file(model_id, hub)
+        _check_shapes(cls, model_id, weights, model_kwargs)
+        model = cls(**model_kwargs)
+        # strict: a missing or extra tensor is an error, never a silently random layer
+        load_model(model, weights, strict=strict, device=map_location)
+        model.eval()
         bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
         if bad:  # a diverged run's weights would evaluate at chance and look like a result
-            raise UserError(f"{kwargs.get('model_id')}: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); "
+            raise UserError(f"{model_id}: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); "
                             "refusing to load non-finite weights")
         return model
 
