@@ -32,7 +32,7 @@ SETTINGS = ("paper_decoder", "fp32", "fast")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default=str(bu.ROOT / "recipes" / "mnist_cdcb_cpu.yaml"))
+    p.add_argument("--recipe", default="mnist_cdcb_cpu", help="a recipe file or shipped name (default mnist_cdcb_cpu)")
     p.add_argument("--data", default=None, help="prepared MNIST-CDCB at 32 px (default: the recipe's data.root)")
     p.add_argument("--target", type=float, default=0.999, help="validation Recall@1, both ways (default 0.999)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between validations (default 250)")
@@ -97,12 +97,16 @@ def main(argv=None) -> int:
 
     tmp = tempfile.TemporaryDirectory(prefix="tta_")
     recipe_path, data, target, common = args.recipe, args.data, args.target, []
-    if args.quick:
-        sys.path.insert(0, str(bu.ROOT / "tests"))
-        from datagen import prepare_debug_data
+    if args.quick:  # the debug recipe on fake MNIST: what the package itself ships, no test helper
+        from iiae.cli import main as iiae
+        from iiae.data.synthetic import write_mnist_idx
+        from iiae.recipes import resolve
 
-        recipe_path, target = str(bu.ROOT / "recipes" / "debug.yaml"), 0.0
-        data = str(prepare_debug_data(Path(tmp.name) / "data", Path(tmp.name) / "raw"))
+        recipe_path, target = str(resolve("debug")), 0.0
+        raw, data = Path(tmp.name) / "raw", str(Path(tmp.name) / "data")
+        write_mnist_idx(raw)
+        if iiae(["prepare", "mnist-cdcb", "--mnist", str(raw), "--size", "32", "--limit", "64", "--out", data]):
+            raise SystemExit("time_to_accuracy --quick: preparing the fake MNIST data failed")
         common = ["train.max_steps=8"]
     fast = ["model.channels_last=true"] if args.quick else args.fast  # quick: no minute of compilation
     overrides = {"paper_decoder": FP32_EAGER + args.paper_decoder, "fp32": FP32_EAGER, "fast": FP32_EAGER + fast}

@@ -1,5 +1,5 @@
-"""Write a small paired image dataset in either `iiae prepare paired` layout, made by the test helpers
-(tests/datagen.py): X a disc or square of one colour on a background of another, Y its white silhouette.
+"""Write a small paired image dataset in either `iiae prepare paired` layout (`iiae.data.synthetic.write_paired`):
+X a disc or square of one colour on a background of another, Y its white silhouette.
 
   python scripts/shapes.py OUT --pairs 1000 [--size 64] [--layout side|folders] [--seed 0]
 """
@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from datagen import write_paired  # noqa: E402
+from iiae.data.synthetic import write_paired
 
 
 def main() -> int:

@@ -16,7 +16,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from iiae.data.synthetic import MNIST_FILES, digit_templates, fake_mnist, write_mnist_idx  # noqa: F401
+from iiae.data.synthetic import (MNIST_FILES, digit_templates, fake_mnist, paired_shape,  # noqa: F401
+                                 write_mnist_idx, write_paired)
 
 def write_pix2pix(folder: Path, files: dict[str, Iterable[int]], half: int = 48, seed: int = 0) -> None:
     """folder/<split>/<n>.jpg: side-by-side pairs (left X: a smooth colour field; right Y: blocky labels)."""
@@ -118,40 +119,3 @@ def samples(info, split):
             row["json"] = json.loads(s["json"])
             out.append((s["__key__"], row))
     return out
-
-
-def paired_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One pair of a small learnable dataset: X a disc or square of one colour on a background of another, Y its
-    white silhouette on black (what is shared: shape, place and size; what only X holds: the two colours)."""
-    yy, xx = np.mgrid[0:size, 0:size] + 0.5
-    cy, cx = rng.uniform(0.3, 0.7, 2) * size
-    r = rng.uniform(0.15, 0.3) * size
-    mask = np.hypot(yy - cy, xx - cx) < r if rng.random() < 0.5 else np.maximum(abs(yy - cy), abs(xx - cx)) < r
-    fg, bg = rng.integers(0, 256, (2, 3))
-    x = np.where(mask[..., None], fg, bg).astype(np.uint8)
-    y = np.repeat(mask[..., None] * np.uint8(255), 3, axis=2)
-    return x, y
-
-
-def write_paired(folder: Path, n: int, *, size: int = 32, layout: str = "side", seed: int = 0,
-                 splits: Optional[dict[str, int]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`iiae prepare paired` input of `paired_shape` pairs: layout "side" → folder/<i>.png with X left and Y right;
-    "folders" → folder/A/<i>.png and folder/B/<i>.png. With splits ({"train": 8, "test": 2}) the files go in
-    folder/<split>/ (folders: folder/<split>/A, ...). Returns the pairs in file order."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for split, count in (splits or {"": n}).items():
-        for i in range(count):
-            x, y = paired_shape(rng, size)
-            pairs.append((x, y))
-            base = folder / split
-            if layout == "side":
-                base.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.concatenate([x, y], axis=1)).save(base / f"{i:04d}.png")
-            else:
-                for sub, image in (("A", x), ("B", y)):
-                    (base / sub).mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(image).save(base / sub / f"{i:04d}.png")
-    return pairs

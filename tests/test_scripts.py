@@ -1,8 +1,13 @@
-"""The demo's helper scripts on run folders written here: the results table per dataset, the Recall@1 curve."""
+"""The demo's helper scripts on run folders written here: the results table per dataset, the Recall@1 curve; the
+scripts and benchmarks stand on the package alone (never on tests/)."""
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +69,23 @@ def test_recall_curve_draws_valid_and_monitor(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size == (630, 360)
+
+
+SCRIPTS = sorted((ROOT / "scripts").glob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+TEST_HELPERS = re.compile(r"^\s*(from|import)\s+(datagen|kernel_helpers|ddp_harness|conftest)\b|sys\.path.*tests", re.M)
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_scripts_and_benchmarks_never_import_the_tests(path):
+    """They run from an installed package, where tests/ does not exist: none of its helpers may be imported."""
+    assert not TEST_HELPERS.search(path.read_text())
+
+
+def test_shapes_runs_outside_the_checkout(tmp_path):
+    """`make example-paired`'s data generator, started from another folder with only the package importable."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "shapes.py"), "out", "--pairs", "3", "--size", "16",
+                           "--layout", "folders"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "A").iterdir()) == ["0000.png", "0001.png", "0002.png"]
+    assert len(list((tmp_path / "out" / "B").iterdir())) == 3

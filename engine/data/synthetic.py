@@ -1,10 +1,14 @@
-"""Fake MNIST in the real IDX format, for trying the engine, tests and benchmarks without any download: a few
-dozen digit-like images rendered with Pillow's font, shifted, at the real counts (60,000 / 10,000) so that
-`iiae prepare mnist-cdcb --mnist DIR` makes every split from them."""
+"""Small raw data in the real formats, for trying the engine, tests, benchmarks and examples without any download:
+
+- fake MNIST in the IDX format: a few dozen digit-like images rendered with Pillow's font, shifted, at the real
+  counts (60,000 / 10,000) so that `iiae prepare mnist-cdcb --mnist DIR` makes every split from them;
+- shape / silhouette pairs in either `iiae prepare paired` layout (`write_paired`, `scripts/shapes.py`).
+"""
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -63,3 +67,40 @@ def write_mnist_idx(folder: Path, *, n_train: int = 60_000, n_test: int = 10_000
         else:
             (folder / name).write_bytes(data)
     return arrays
+
+
+def paired_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pair of a small learnable dataset: X a disc or square of one colour on a background of another, Y its
+    white silhouette on black (what is shared: shape, place and size; what only X holds: the two colours)."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    cy, cx = rng.uniform(0.3, 0.7, 2) * size
+    r = rng.uniform(0.15, 0.3) * size
+    mask = np.hypot(yy - cy, xx - cx) < r if rng.random() < 0.5 else np.maximum(abs(yy - cy), abs(xx - cx)) < r
+    fg, bg = rng.integers(0, 256, (2, 3))
+    x = np.where(mask[..., None], fg, bg).astype(np.uint8)
+    y = np.repeat(mask[..., None] * np.uint8(255), 3, axis=2)
+    return x, y
+
+
+def write_paired(folder: Path, n: int, *, size: int = 32, layout: str = "side", seed: int = 0,
+                 splits: Optional[dict[str, int]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`iiae prepare paired` input of `paired_shape` pairs: layout "side" → folder/<i>.png with X left and Y right;
+    "folders" → folder/A/<i>.png and folder/B/<i>.png. With splits ({"train": 8, "test": 2}) the files go in
+    folder/<split>/ (folders: folder/<split>/A, ...). Returns the pairs in file order."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for split, count in (splits or {"": n}).items():
+        for i in range(count):
+            x, y = paired_shape(rng, size)
+            pairs.append((x, y))
+            base = folder / split
+            if layout == "side":
+                base.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.concatenate([x, y], axis=1)).save(base / f"{i:04d}.png")
+            else:
+                for sub, image in (("A", x), ("B", y)):
+                    (base / sub).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(image).save(base / sub / f"{i:04d}.png")
+    return pairs
