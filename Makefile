@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 # default wheel elsewhere.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup setup-demo test test-all demo demo-maps demo-cars example-paired ablation
+.PHONY: setup setup-demo test test-unit test-slow test-all demo demo-maps demo-cars example-paired ablation
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ setup-demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# the inner loop: no training, no subprocesses (about a minute and a half on 2 cores)
+test-unit: setup
+	$(PY) -m pytest -q -m "not slow and not distributed and not gpu and not integration"
+
+# the long CPU tests alone (what `make test` leaves out; `.ci/run` runs both)
+test-slow: setup
+	$(PY) -m pytest -q -m "slow and not gpu and not distributed"
 
 test-all: setup
 	$(PY) -m pytest -q -m "not gpu"

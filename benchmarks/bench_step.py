@@ -1,6 +1,6 @@
 """The engine's train step vs a bare PyTorch loop on the same model config and the same in-memory batch.
 
-The engine side is `iiae.trainer.Trainer.build(recipe)` — the same construction as training — and its
+The engine side is `iiae.training.trainer.Trainer.build(recipe)` — the same construction as training — and its
 `train_step`. The bare side is the few lines a PyTorch user would write.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ class EngineLoop:
 
     @classmethod
     def build(cls, recipe, device: str) -> "EngineLoop":
-        from iiae.trainer import Trainer
+        from iiae.training.trainer import Trainer
 
         trainer = Trainer.build(recipe, device=device)
         trainer.model.train()
@@ -88,7 +88,7 @@ class BareLoop:
         self.t = 0
 
     def run(self, batch: dict, n: int) -> None:
-        from iiae.objective import annealing, iiae_loss
+        from iiae.models.objective import annealing, iiae_loss
 
         x, y = (batch[k].to(memory_format=self.memory_format) for k in "xy")
         objective = self.recipe.objective

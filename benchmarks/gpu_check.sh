@@ -374,14 +374,14 @@ for f in carried:
 if not missing:
     try:
         from iiae import kernels
-        import iiae.trainer  # noqa: F401  (accelerate, pydantic, the models)
+        import iiae.training.trainer  # noqa: F401  (accelerate, pydantic, the models)
 
         if Path(kernels.__file__).resolve().parent != Path.cwd().resolve() / "kernels":
             problems.append(f"`from iiae import kernels` gives {kernels.__file__}, not this checkout's")
         if cuda and kernels._TRITON_ERROR is not None:
             problems.append(f"Triton is not usable: {kernels._TRITON_ERROR!r} (the kernel tests will fail)")
     except Exception as err:
-        missing.append(f"the project itself (iiae.kernels, iiae.trainer: {type(err).__name__}: {err})")
+        missing.append(f"the project itself (iiae.kernels, iiae.training.trainer: {type(err).__name__}: {err})")
 xdist = importlib.util.find_spec("xdist") is not None
 print("versions: " + ", ".join(f"{d} {version(d)}" for d in ("triton", "accelerate", "pydantic", "pydantic-core",
                                                               "typing-extensions", "webdataset", "deepspeed",

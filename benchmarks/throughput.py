@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --quick                # tiny sizes, ~30 s: checks that it all works
 
 Sections (see benchmarks/README.md for what each figure means):
-  engine_vs_bare  `iiae.trainer.Trainer.train_step` (built as engine/train.py builds it) vs a bare PyTorch loop, same model
+  engine_vs_bare  `iiae.training.trainer.Trainer.train_step` (built as engine/train.py builds it) vs a bare PyTorch loop, same model
                   config and in-memory batch, interleaved timing blocks → samples/s each and the ratio (≥ 0.97)
   fastest_vs_bare the engine at each fast setting this device supports (channels-last, torch.compile, bf16 where
                   native) vs the bare fp32 eager loop, interleaved → the fastest accurate ratio (≥ 1.5)

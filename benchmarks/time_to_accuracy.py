@@ -57,7 +57,7 @@ class StopAtTarget:
         return False
 
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
-        from iiae.retrieval import SHARED_RECALL
+        from iiae.evaluation.retrieval_metrics import SHARED_RECALL
 
         last = self.validation.last
         if last and last[0] == trainer.state.step and min(last[1][k] for k in SHARED_RECALL) >= self.target:
@@ -68,10 +68,10 @@ class StopAtTarget:
 
 
 def train_to_target(recipe, run_root: Path, target: float) -> dict:
-    from iiae.retrieval import SHARED_RECALL
+    from iiae.evaluation.retrieval_metrics import SHARED_RECALL
     from iiae.run_dir import RunDir
-    from iiae.selection import Validation
-    from iiae.trainer import Trainer
+    from iiae.training.selection import Validation
+    from iiae.training.trainer import Trainer
 
     run = RunDir(run_root)
     try:
@@ -164,7 +164,7 @@ def plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from iiae.retrieval import SHARED_RECALL
+    from iiae.evaluation.retrieval_metrics import SHARED_RECALL
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, d in result["settings"].items():

@@ -6,7 +6,7 @@ The package `iiae` is the folder engine/ of the source tree; its fused kernels, 
     model = IIAE.from_pretrained("user/model")
 """
 
-__version__ = "0.1.0"
+from iiae.version import __version__
 
 __all__ = ["IIAE", "__version__"]
 
@@ -14,7 +14,7 @@ __all__ = ["IIAE", "__version__"]
 def __getattr__(name: str):
     # PEP 562: `import iiae` (e.g. `iiae --version`) stays free of torch until the model is asked for
     if name == "IIAE":
-        from .models import IIAE
+        from iiae.models import IIAE
 
         return IIAE
     raise AttributeError(f"module 'iiae' has no attribute {name!r}")

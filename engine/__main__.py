@@ -1,6 +1,6 @@
 """`python -m iiae ...` is the `iiae` command."""
 import sys
 
-from .cli import main
+from iiae.cli import main
 
 sys.exit(main())

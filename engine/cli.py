@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from .errors import UserError
+from iiae.errors import UserError
 
 # subcommand → (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
@@ -18,11 +18,11 @@ COMMANDS = {
     "info": ("iiae.info", "show a recipe's resolved settings, parameter counts and latent shapes"),
     "prepare": ("iiae.data.prepare", "convert a raw dataset into webdataset shards + dataset.json"),
     "train": ("iiae.train", "train a recipe (same as `python engine/train.py`)"),
-    "eval": ("iiae.evaluate", "evaluate a run or Hub model with the paper's retrieval protocol"),
-    "translate": ("iiae.translate", "translate image files, or draw translation and exclusive-swap grids"),
-    "embed": ("iiae.embed", "save the shared (or exclusive) codes of image files"),
-    "retrieve": ("iiae.retrieve", "find each query image's nearest images of the other domain"),
-    "push": ("iiae.hub", "publish a run's selected model to the Hugging Face Hub"),
+    "eval": ("iiae.evaluation.evaluate", "evaluate a run or Hub model with the paper's retrieval protocol"),
+    "translate": ("iiae.inference.translate", "translate image files, or draw translation and exclusive-swap grids"),
+    "embed": ("iiae.inference.embed", "save the shared (or exclusive) codes of image files"),
+    "retrieve": ("iiae.inference.search", "find each query image's nearest images of the other domain"),
+    "push": ("iiae.hub.push", "publish a run's selected model to the Hugging Face Hub"),
 }
 
 
@@ -40,7 +40,7 @@ def _version() -> str:
     try:
         return version("iiae")
     except PackageNotFoundError:
-        from . import __version__
+        from iiae.version import __version__
 
         return __version__
 

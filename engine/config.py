@@ -10,96 +10,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from .data.format import MAX_FEATURE_DIM, MAX_IMAGE_SIZE
-from .errors import UserError, shown
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
-                      field_validator, model_validator)
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
-LOGVAR_MAX = 9.21035  # log(1e4): variances are clipped from above at 1e4, as the official code does
-
-
-class RecipeError(UserError, ValueError):
-    """A recipe problem, reported as one line naming the file and the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from iiae.errors import RecipeError
+from iiae.models.config import ModelConfig, ObjectiveConfig
+from iiae.schema import Strict, format_validation_error
 
 
 def expand_path(value: Optional[str]) -> Optional[str]:
     """`~` and `$VARS` of a local path expanded (URLs and pipe: commands are left as they are)."""
     import os
 
-    from .data.location import is_remote
+    from iiae.data.location import is_remote
 
     if value is None or is_remote(value):
         return value
     return os.path.expanduser(os.path.expandvars(value))
 
 
-# What a model may declare (a recipe or a downloaded config.json): generous for any real model, small enough that
-# building one from a hostile 4 KB config.json cannot allocate gigabytes before its weights are checked
-MAX_WIDTH = 4096  # channels or units of any layer, and latent sizes
-MAX_STAGES = 8  # stride-2 blocks per trunk
-Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
-
-
-class ModelConfig(_Strict):
-    arch: Literal["image", "flat", "mlp"] = "image"
-    image_size: Annotated[int, Field(gt=0, le=MAX_IMAGE_SIZE)] = 256  # any side the stride-2 stages divide (below)
-    channels: Annotated[int, Field(gt=0, le=4)] = 3
-    # conv trunks (image, flat): one stride-2 block per entry
-    shared_channels: list[Width] = Field([32, 64, 128, 256], max_length=MAX_STAGES)
-    exclusive_channels: list[Width] = Field([32, 64, 128, 256], max_length=MAX_STAGES)
-    # transposed-conv decoder: one stride-2 block per entry, then a last one to `channels`
-    decoder_channels: list[Width] = Field([512, 256, 128, 64], max_length=MAX_STAGES)
-    z_shared: Width = 128  # image: channels of the z^s map; flat, mlp: its size
-    z_exclusive: Width = 8
-    head_hidden: Width = 256  # flat: width of the r and q heads
-    feature_dim: Annotated[int, Field(gt=0, le=MAX_FEATURE_DIM)] = 512  # mlp: input feature size
-    mlp_hidden: list[Width] = Field([512, 256], min_length=2, max_length=2)  # mlp: encoder widths
-    decoder_hidden: Width = 128  # mlp: decoder width
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    # standardise each input before the shared encoders (not in the paper; no parameters; IIAE.shared_features):
-    # "image": zero mean, unit variance over all its values (contrast gone, hue kept); "channel": each channel
-    # on its own (contrast and colour gone: the shared code cannot carry them). true = "image", false = "none".
-    shared_input_norm: Literal["none", "image", "channel"] = "none"
-    # how the image decoders (image, flat) read z^d: "concat" as the paper (tiled beside z^s at the input only);
-    # "film" also scales and shifts every transposed-conv block's features by z^d (not in the paper)
-    decoder_conditioning: Literal["concat", "film"] = "concat"
-    # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
-    # the same function, other rounding)
-    channels_last: bool = False
-
-    @field_validator("shared_input_norm", mode="before")
-    @classmethod
-    def _from_bool(cls, value: Any) -> Any:
-        return {True: "image", False: "none"}.get(value, value) if isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _fits_its_architecture(self) -> "ModelConfig":
-        from .models import ARCHITECTURES  # the architecture knows its own constraints
-
-        ARCHITECTURES[self.arch].check(self)
-        return self
-
-
-class ObjectiveConfig(_Strict):
-    beta: float = Field(ge=0.0)
-    Lambda: float = Field(1.0, ge=0.0)  # the paper's lambda is Lambda / beta
-    recon: Literal["l1", "mse"] = "l1"
-    recon_weight: PositiveFloat = 1000.0
-    anneal_steps: PositiveInt = 25000
-    # multiplies (K_x + K_y); 1 is the paper. Raised only in the ablation.
-    exclusive_kl_scale: float = Field(1.0, ge=0.0)
-    logvar_max: float = LOGVAR_MAX
-
-    @property
-    def lambda_paper(self) -> float:
-        return self.Lambda / self.beta if self.beta > 0 else float("inf")
-
-
-class DataConfig(_Strict):
+class DataConfig(Strict):
     # a folder (`~` and $VARS expanded) or a URL: https://host/dir, pipe:CMD with {} for the file name
     # (iiae.data.location)
     root: str
@@ -129,7 +58,7 @@ class DataConfig(_Strict):
 
     @property
     def verify_mode(self) -> str:
-        from .data.location import is_remote
+        from iiae.data.location import is_remote
 
         return self.verify or ("size" if is_remote(self.root) else "all")
 
@@ -146,7 +75,7 @@ class DataConfig(_Strict):
         return self
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     lr: PositiveFloat = 2e-4
     betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.5, 0.999)
     eps: PositiveFloat = 1e-8
@@ -156,7 +85,7 @@ class OptimConfig(_Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     output_dir: str
     max_steps: PositiveInt
     eval_every: PositiveInt = 1000
@@ -197,7 +126,7 @@ class TrainConfig(_Strict):
         return expand_path(value)
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     name: str
     seed: int = Field(0, ge=0, lt=2**31)  # numpy's seeds are 32-bit; set_seed adds the rank
     model: ModelConfig
@@ -279,21 +208,6 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "override") 
     return data
 
 
-def format_validation_error(source: str | Path, err: ValidationError, prefix: str = "") -> str:
-    """The first problem of a pydantic error as `source: key.sub: what (got value)`: every schema's one line."""
-    first = err.errors()[0]
-    key = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "missing":
-        return f"{source}: {key}: required key is missing"
-    if first["type"] == "extra_forbidden":
-        return f"{source}: {key}: unknown key"
-    got = first.get("input")
-    if isinstance(got, dict):
-        return f"{source}: {key}: {msg}"
-    return f"{source}: {key}: {msg} (got {shown(repr(got))})"  # a hostile file's value is quoted, not echoed whole
-
-
 def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping of sections (name, model, objective, data, train)")
@@ -303,22 +217,10 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
         raise RecipeError(format_validation_error(source, err)) from None
 
 
-def validated(section: type[_Strict], data: Any, source: str, key: str):
-    """A recipe section (`ModelConfig`, `ObjectiveConfig`, ...) from a dict; errors name `source: key.sub`."""
-    if isinstance(data, section):
-        return data
-    if not isinstance(data, dict):
-        raise RecipeError(f"{source}: {key}: expected a mapping, got {type(data).__name__}")
-    try:
-        return section.model_validate(data)
-    except ValidationError as err:
-        raise RecipeError(format_validation_error(source, err, prefix=key)) from None
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML (a path, or a shipped recipe's name: `iiae.recipes.resolve`), apply `a.b=value` overrides,
     validate. Raises RecipeError (one line)."""
-    from .recipes import resolve
+    from iiae.recipes import resolve
 
     if Path(path).expanduser().is_dir():  # else resolve() would look for a shipped recipe of that name
         raise RecipeError(f"{path}: is a folder; expected a recipe YAML file")
@@ -339,7 +241,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
-    from .safe_files import atomic_write
+    from iiae.safe_files import atomic_write
 
     # a temp file renamed over `path` (a link or folder there is refused): never written through a link
     atomic_write(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False), "a recipe YAML file")

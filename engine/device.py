@@ -5,7 +5,10 @@ from typing import Optional
 
 import torch
 
-from .errors import UserError, shown
+from iiae.errors import UserError, shown
+
+
+HELP = "default: cuda when available, else Apple's mps when available, else cpu"  # what resolve_device(None) picks
 
 
 def resolve_device(name: Optional[str] = None) -> torch.device:

@@ -19,6 +19,10 @@ class DataError(UserError):
     """Missing, corrupt or mismatched data; the message says which `iiae prepare` command fixes it."""
 
 
+class RecipeError(UserError, ValueError):
+    """A recipe problem, reported as one line naming the file and the key."""
+
+
 def shown(text, limit: int = 80) -> str:
     """Text the engine does not trust (a file's value, a long path), fit for a one-line message: control characters
     escaped (no newline or terminal escape gets through), at most `limit` characters."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import load_recipe
+from iiae.config import load_recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def summary(recipe) -> dict:
-    from .models import IIAE, input_kind
+    from iiae.models import IIAE, input_kind
 
     model = IIAE.from_recipe(recipe)
     z_shared, z_exclusive = model.latent_shapes()

@@ -10,7 +10,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .errors import UserError
+from iiae.errors import UserError
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -29,7 +29,7 @@ def names() -> list[str]:
 def resolve(name_or_path: str | Path) -> Path:
     """A recipe file: the path itself when it exists, else the shipped recipe of that name; RecipeError naming
     both places and the shipped names otherwise."""
-    from .config import RecipeError
+    from iiae.errors import RecipeError
 
     path = Path(name_or_path).expanduser()
     if path.is_file():

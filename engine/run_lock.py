@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from iiae.errors import UserError
 
 LOCK = ".iiae-lock"
 

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .errors import UserError
+from iiae.errors import UserError
 
 TEMP_PREFIX = ".iiae-tmp-"  # what an interrupted write can leave behind: never a half-written destination
 

@@ -3,7 +3,7 @@
     accelerate launch [--config_file recipes/accelerate/X.yaml] engine/train.py recipes/Y.yaml [a.b=v ...]
     torchrun --nproc_per_node N engine/train.py recipes/Y.yaml ...      python engine/train.py ...      iiae train ...
 
-The recipe is loaded and checked, the run folder named; `iiae.trainer.Trainer` does the rest.
+The recipe is loaded and checked, the run folder named; `iiae.training.trainer.Trainer` does the rest.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ if __package__ in (None, ""):  # run as a script: import the installed package `
 from iiae.config import load_recipe
 from iiae.data.location import is_remote
 from iiae.errors import UserError
-from iiae.run_dir import RunDir, check_output_dir
-from iiae.trainer import Trainer
+from iiae.run_dir import RunDir
+from iiae.training.run_folder import check_output_dir
+from iiae.training.trainer import Trainer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from iiae.retrieval import SHARED_RECALL
+from iiae.evaluation.retrieval_metrics import SHARED_RECALL
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from iiae.config import load_recipe
-from iiae.shutdown import end_run
-from iiae.trainer import Trainer
+from iiae.training.shutdown import end_run
+from iiae.training.trainer import Trainer
 
 GLOBAL_BATCH, STEPS = 8, 4
 

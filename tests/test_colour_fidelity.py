@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from iiae.colour_fidelity import (REAL_SPREAD, background_colour, colour_metrics, digit_mask, foreground_colour,
+from iiae.evaluation.colour_fidelity import (REAL_SPREAD, background_colour, colour_metrics, digit_mask, foreground_colour,
                                   read_colour)
 from iiae.data import iter_eval_batches, load_dataset_info
 from iiae.errors import UserError
-from iiae.image_files import to_uint8
+from iiae.data.image_io import to_uint8
 
 
 def _from_255(v: torch.Tensor) -> torch.Tensor:

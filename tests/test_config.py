@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from iiae.config import RecipeError, load_recipe
+from iiae.config import load_recipe
+from iiae.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-PAPER = {  # DESIGN §2 table: beta, Lambda, recon, w, anneal_steps, batch
+PAPER = {  # docs/ARCHITECTURE.md §6 table: beta, Lambda, recon, w, anneal_steps, batch
     "mnist_cdcb": (0.2, 1, "l1", 1000, 25000, 8),
     "facades": (0.001, 1, "l1", 1000, 25000, 8),
     "maps": (0.02, 1, "l1", 20000, 25000, 8),
@@ -153,7 +154,7 @@ def test_info_errors_are_one_line_exit_2(args, needle):
 def test_version_is_pyprojects(capsys):
     import tomllib
 
-    from iiae import __version__
+    from iiae.version import __version__
     from iiae.cli import main
 
     want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

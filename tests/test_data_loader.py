@@ -122,6 +122,7 @@ def test_resume_reproduces_the_exact_stream(debug_data, workers):
         make_train_loader(r, info, rank=0, world_size=1, epoch=2, skip_batches=10)
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_two_ranks_take_equal_batches_under_torchrun(debug_data, tmp_path):
     data = copy(debug_data, tmp_path)  # shards 24 + 24 + 16: uneven
     truncate(data / "train-000002.tar")  # and one truncated: rank 0 reads it, rank 1 does not
@@ -188,7 +189,7 @@ def test_cache_serves_the_disk_stream_from_memory(debug_data, tmp_path):
 
 
 def test_cache_needs_the_main_process(debug_data):
-    from iiae.config import RecipeError
+    from iiae.errors import RecipeError
 
     with pytest.raises(RecipeError, match="cache: true needs num_workers: 0"):
         recipe(debug_data, "data.num_workers=1", "data.cache=true")

@@ -158,6 +158,7 @@ def test_mnist_cdcb_unreachable_hub_fails_at_once(tmp_path):
     assert f"{endpoint} unreachable" in err
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_mnist_cdcb_from_the_package_offline(tmp_path):
     path = _fake_package(tmp_path / "pkgs", mnist=True)
     out = tmp_path / "out"
@@ -264,6 +265,7 @@ def test_cars(tmp_path):
     assert tuple(row["y"][20, 1]) == car_plane(192, row["json"]["azimuth"], row["json"]["elevation"])
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_cars_rejects_a_wrong_shape(tmp_path):
     from scipy.io import savemat
 
@@ -335,6 +337,7 @@ def test_hf_dataset_and_dataset_dict(tmp_path):
 
 # ------------------------------------------------------------------------------------------ CLI
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_cli_refuses_non_empty_out_and_overwrites_with_flag(tmp_path):
     src = tmp_path / "facades"
     write_pix2pix(src, {"train": [1], "val": [1], "test": [1]}, half=32)

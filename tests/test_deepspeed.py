@@ -11,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
+
 if os.environ.get("CI"):  # CI installs the extra (make test): a missing DeepSpeed must fail there, not skip
     import deepspeed  # noqa: F401
 else:
@@ -63,6 +65,7 @@ def stopped_at_6(debug_data, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # 80 s with its op build; ZeRO-2 keeps the DeepSpeed engine path in the default tier
 def test_zero_1_matches_the_plain_run_and_clips_nothing_unasked(debug_data, plain, tmp_path):
     run = tmp_path / "run"
     ds_train(debug_data, run, stage=1)

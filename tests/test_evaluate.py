@@ -14,8 +14,8 @@ from iiae.config import load_recipe, save_recipe
 from iiae.data import load_dataset_info, write_dataset
 from iiae.data.samples import encode_sample
 from iiae.errors import UserError
-from iiae.evaluate import embed, evaluate, paired_metrics, sketchy_metrics
-from iiae.run_dir import load_model
+from iiae.evaluation.evaluate import embed, evaluate, paired_metrics, sketchy_metrics
+from iiae.models.loading import load_model
 from iiae.models import IIAE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -176,7 +176,7 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
 
 def test_eval_cli_fidelity(debug_run, capsys, tmp_path, monkeypatch):
     from iiae.data import load_dataset_info
-    from iiae.fidelity import default_cache_dir
+    from iiae.evaluation.fidelity import default_cache_dir
 
     run, data = debug_run
     monkeypatch.setenv("IIAE_CACHE", str(tmp_path / "cache"))
@@ -197,6 +197,7 @@ def test_eval_cli_fidelity(debug_run, capsys, tmp_path, monkeypatch):
     assert [p.stat().st_mtime_ns for p in sorted(cache.iterdir())] == stamps
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_eval_subprocess_prints_only_json(debug_run):
     import subprocess
     import sys
@@ -211,7 +212,7 @@ def test_eval_subprocess_prints_only_json(debug_run):
 def test_translate_and_push_cli(debug_run, capsys, monkeypatch):
     from PIL import Image
 
-    from iiae.translate import grid_size
+    from iiae.grids import grid_size
 
     run, data = debug_run
     out = run / "samples" / "grid.png"
@@ -280,7 +281,7 @@ class ViewOracle(nn.Module):
 
 def test_view_metrics_known_answers(tmp_path):
     from datagen import prepare, write_cars
-    from iiae.view_metrics import AZIMUTHS, view_metrics, views_grid
+    from iiae.evaluation.view_metrics import AZIMUTHS, view_metrics, views_grid
 
     write_cars(tmp_path / "raw", [1, 2, 192, 193])
     assert prepare("cars", "--src", tmp_path / "raw", "--size", 32, "--out", tmp_path / "cars") == 0
@@ -318,7 +319,7 @@ class CopyModel(nn.Module):
 
 
 def test_translation_error_known_answers(tmp_path):
-    from iiae.translation_error import l1_psnr, translation_error
+    from iiae.evaluation.guided_error import l1_psnr, translation_error
 
     same = load_dataset_info(_paired_dataset(tmp_path / "same", 20))  # y = x
     m = translation_error(CopyModel(), same, "test", batch_size=8, progress=False)

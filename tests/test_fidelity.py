@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from iiae.errors import UserError
-from iiae.fidelity import SIZE, Classifier, classifiers, classify, fidelity_metrics, train_classifier
+from iiae.evaluation.fidelity import SIZE, Classifier, classifiers, classify, fidelity_metrics, train_classifier
 
 
 def _quadrants(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +44,7 @@ class _Translator(torch.nn.Module):
         return (v[None] + self.spread * z).clamp(-1, 1)
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_fidelity_metrics_with_a_content_keeping_translator(tmp_path, monkeypatch):
     x, y = _quadrants(96, 2)
     train = {"x": x, "y": x.clone(), "cls": y}
@@ -59,7 +60,7 @@ def test_fidelity_metrics_with_a_content_keeping_translator(tmp_path, monkeypatc
         for i in range(0, 40, batch_size):
             yield {"x": test_x[i:i + batch_size], "y": test_x[i:i + batch_size], "cls": test_y[i:i + batch_size]}
 
-    monkeypatch.setattr("iiae.fidelity._load_train", fake_train)
+    monkeypatch.setattr("iiae.evaluation.fidelity._load_train", fake_train)
     monkeypatch.setattr("iiae.data.iter_eval_batches", fake_batches)
     still = fidelity_metrics(_Translator(0.0), info, "test", cache_dir=tmp_path, steps=60, batch_size=16, progress=False)
     assert still["translation_accuracy_x2y"] == pytest.approx(still["classifier_accuracy_y"])

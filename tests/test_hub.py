@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from iiae import cli
 from iiae.config import load_recipe, save_recipe
 from iiae.errors import UserError
-from iiae.hub import model_card, push
+from iiae.hub.push import model_card, push
 from iiae.models import IIAE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -187,7 +187,7 @@ def test_strict_loading_rejects_missing_and_extra_tensors(tmp_path):
 
 
 def test_strict_loading_rejects_a_config_that_does_not_match(tmp_path):
-    from iiae.run_dir import load_model
+    from iiae.models.loading import load_model
 
     _, path = _saved(tmp_path)
     config = json.loads((path / "config.json").read_text())
@@ -210,7 +210,7 @@ def test_an_unreachable_hub_fails_in_one_attempt(monkeypatch):
     from huggingface_hub import constants
 
     from iiae.errors import UserError
-    from iiae.run_dir import load_model
+    from iiae.models.loading import load_model
 
     with socket.socket() as s:  # a local port nobody listens on: the connection is refused at once
         s.bind(("127.0.0.1", 0))

@@ -12,10 +12,10 @@ from datagen import write_paired
 from iiae.cli import main
 from iiae.config import load_recipe
 from iiae.data.prepare.images import resize_square
-from iiae.embed import embed_files, load_embeddings
-from iiae.image_files import to_uint8
+from iiae.inference.embed import embed_files, load_embeddings
+from iiae.data.image_io import to_uint8
 from iiae.models import IIAE
-from iiae.translate import grid_size
+from iiae.grids import grid_size
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -176,6 +176,7 @@ def test_retrieve_refuses_a_gallery_of_the_wrong_domain(model_dir, images, tmp_p
     assert "holds shared codes of domain x; expected shared codes of domain y" in err[-1]
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_a_new_pix2pix_style_folder_end_to_end_with_the_generic_recipe(tmp_path, capsys):
     """What the README's "Your own data" commands do, at toy scale: prepare paired → train recipes/paired.yaml →
     translate and retrieve on new image files. No code knows this dataset."""

@@ -22,6 +22,7 @@ from iiae.kernels import reference as ref
 
 
 # ---- torch.compile ---------------------------------------------------------------------------------------------
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_torch_compile_sees_opaque_ops(triton_path):
     """fullgraph=True: dispatch, the custom ops' fake impls and autograd all trace (aot_eager: no C++ needed)."""
     inputs = make((3, 37), n=6)
@@ -105,6 +106,7 @@ def test_input_validation():
         kernels.gaussian_kl(mu[0, 0], logvar[0, 0])
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_import_without_triton_or_interpreter():
     """Importing never fails: no Triton at all, or Triton without CUDA and without the interpreter."""
     script = """

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from iiae.config import RecipeError, load_recipe
+from iiae.config import load_recipe
+from iiae.errors import RecipeError
 from iiae.models import IIAE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The objective of DESIGN §2 against an independent float64 computation of the formula."""
+"""The objective of docs/ARCHITECTURE.md §6 against an independent float64 computation of the formula."""
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from iiae import kernels
-from iiae.config import LOGVAR_MAX, ObjectiveConfig, load_recipe
+from iiae.config import load_recipe
+from iiae.models.config import LOGVAR_MAX, ObjectiveConfig
 from iiae.models import IIAE
-from iiae.objective import KLTerms, annealing, iiae_loss
+from iiae.models.objective import KLTerms, annealing, iiae_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

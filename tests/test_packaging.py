@@ -7,6 +7,9 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
 
 ROOT = Path(__file__).resolve().parents[1]
 

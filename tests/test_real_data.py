@@ -14,6 +14,8 @@ from scipy.io import loadmat
 from datagen import prepare, samples
 from iiae.data import load_dataset_info
 
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
 

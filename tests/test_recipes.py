@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from iiae.cli import main
-from iiae.config import RecipeError, load_recipe
+from iiae.config import load_recipe
+from iiae.errors import RecipeError
 from iiae.recipes import names, recipes_dir
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,10 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from iiae.errors import UserError
-from iiae.run_dir import LOCK, MARKER, RunLock, check_output_dir, claim_output_dir
+from iiae.run_lock import LOCK, RunLock
+from iiae.training.run_folder import MARKER, check_output_dir, claim_output_dir
+
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -238,7 +241,7 @@ def test_second_signal_exits_at_once(debug_data, tmp_path):
 
 
 # ---- one writer per run folder ------------------------------------------------------------------------------
-HOLD = "import sys, time; from iiae.run_dir import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+HOLD = "import sys, time; from iiae.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
 
 
 def test_live_writer_is_refused_and_dead_ones_lock_is_taken_over(debug_data, tmp_path, capfd):
@@ -332,9 +335,7 @@ def straight_run(debug_data, tmp_path_factory):
     return load_file(run / "checkpoints" / "checkpoint_12" / "model.safetensors")
 
 
-@pytest.mark.parametrize("trial", [pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
-                                   pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow),
-                                   pytest.param(5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("trial", [0] + [pytest.param(t, marks=pytest.mark.slow) for t in range(1, 6)])  # one by default
 def test_kill_9_at_a_random_moment_then_resume_is_exact(straight_run, debug_data, tmp_path, trial):
     run = tmp_path / "run"
     cmd = [PY, "engine/train.py", "recipes/debug.yaml", f"data.root={debug_data}", f"train.output_dir={run}", *KILL_ARGS]

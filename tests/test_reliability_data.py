@@ -227,6 +227,7 @@ def test_odd_training_images_are_converted_and_counted(odd_data, workers):
     assert found
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_odd_eval_images_are_converted_and_counted(odd_data):
     info = load_dataset_info(odd_data)
     batches = list(iter_eval_batches(info, "train", 26))
@@ -278,6 +279,7 @@ def test_disk_failure_messages():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_prepare_on_a_full_disk_is_one_line(tmp_path, mnist_raw):
     disk = tmp_path / "disk"
     disk.mkdir()

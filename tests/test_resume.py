@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from iiae.cli import main
-from iiae.resume import cosine_lr
+from iiae.training.resume import cosine_lr
 from test_train import ROOT, events, weights
+
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
 
 SHORT = ["train.eval_every=100", "train.sample_every=100", "train.log_every=1"]
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from iiae.retrieval import (mean_average_precision, mean_average_precision_at_k, nearest, partner_ranks, precision_at_k,
+from iiae.evaluation.retrieval_metrics import (mean_average_precision, mean_average_precision_at_k, nearest, partner_ranks, precision_at_k,
                               recall_at_1, recall_at_k, top_k)
 
 

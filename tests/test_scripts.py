@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

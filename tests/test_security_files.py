@@ -24,7 +24,7 @@ from PIL import Image
 from datagen import write_paired
 from iiae.cli import main
 from iiae.config import load_recipe
-from iiae.image_files import to_uint8
+from iiae.data.image_io import to_uint8
 from iiae.models import IIAE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -242,7 +242,7 @@ def test_embed_never_writes_into_the_model(case, model_dir, images, tmp_path, ru
 def test_translate_output_names_are_unique(model_dir, tmp_path, capsys):
     """a.jpg and a.png both translate (a.jpg.png, a.png); an input named like the contact sheet keeps the sheet's
     name free; names differing only in case do not meet on a case-insensitive disk."""
-    from iiae.translate import output_names
+    from iiae.inference.translate import output_names
 
     src = tmp_path / "in"
     src.mkdir()
@@ -347,6 +347,7 @@ def _assert_no_broken_png(out: Path):
                 image.load()  # a truncated PNG raises here
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_sigterm_during_translate_leaves_no_truncated_png(model_dir, tmp_path):
     """A real `python -m iiae translate`, signalled as soon as its first outputs appear."""
     src, out = _inputs(tmp_path / "in", 640), tmp_path / "out"
@@ -388,6 +389,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_sigterm_in_the_middle_of_a_png_leaves_nothing_half_written(model_dir, images, tmp_path):
     """The same, deterministic: the signal arrives while a PNG is half-written (its writer then takes 3 s more):
     that file is finished (or would be removed), never left half-written, and the command stops there."""
@@ -410,7 +412,7 @@ def test_sigterm_in_the_middle_of_a_png_leaves_nothing_half_written(model_dir, i
 
 
 def test_sigterm_waits_for_the_file_being_written_and_only_for_it():
-    from iiae.image_files import Terminated, one_file, stop_on_sigterm
+    from iiae.inference.image_files import Terminated, one_file, stop_on_sigterm
 
     done = []
     previous = signal.getsignal(signal.SIGTERM)
@@ -599,7 +601,7 @@ def test_embed_refuses_non_finite_codes(images, tmp_path, capsys):
 
 
 def test_save_embeddings_refuses_what_load_would(tmp_path):
-    from iiae.embed import Embeddings, save_embeddings
+    from iiae.inference.embed import Embeddings, save_embeddings
     from iiae.errors import UserError
 
     codes = torch.zeros(2, 3)
@@ -625,7 +627,7 @@ def test_retrieve_refuses_a_gallery_of_another_model_of_the_same_width(model_dir
 
 
 def test_the_weights_hash_is_the_models_identity(model_dir, other_model_dir, gallery_file):
-    from iiae.embed import load_embeddings, weights_sha256
+    from iiae.inference.embed import load_embeddings, weights_sha256
 
     a, b = IIAE.from_pretrained(str(model_dir)), IIAE.from_pretrained(str(model_dir))
     assert weights_sha256(a) == weights_sha256(b) == load_embeddings(gallery_file).model_sha256
@@ -653,9 +655,9 @@ def test_retrieve_json_is_valid_json(model_dir, images, gallery_file, tmp_path):
 # ---- 5. counts and devices -----------------------------------------------------------------------------------
 @pytest.fixture
 def no_model_work(monkeypatch):
-    import iiae.run_dir
+    import iiae.models.loading
 
-    monkeypatch.setattr(iiae.run_dir, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(iiae.models.loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -685,11 +687,11 @@ def test_retrieve_k_is_refused_in_one_line(k, message, model_dir, images, tmp_pa
 
 
 def test_retrieve_huge_k_is_clamped_to_the_gallery(model_dir, images, gallery_file, tmp_path, monkeypatch):
-    import iiae.retrieval
+    import iiae.evaluation.retrieval_metrics
 
     asked = []
-    real = iiae.retrieval.top_k
-    monkeypatch.setattr(iiae.retrieval, "top_k", lambda q, g, k, *a, **kw: asked.append(k) or real(q, g, k, *a, **kw))
+    real = iiae.evaluation.retrieval_metrics.top_k
+    monkeypatch.setattr(iiae.evaluation.retrieval_metrics, "top_k", lambda q, g, k, *a, **kw: asked.append(k) or real(q, g, k, *a, **kw))
     out = tmp_path / "r.json"
     assert _cli("retrieve", model_dir, "--query", images / "A", "--gallery", gallery_file, "-k", 10 ** 12,
                 "--out", out) == 0
@@ -704,7 +706,7 @@ def test_translate_at_the_cap_works_with_a_bounded_batch(model_dir, images, tmp_
     out = tmp_path / "out"
     assert _cli("translate", model_dir, "--input", images / "A", "--to", "y", "--n", 64, "--out", out) == 0
     assert Image.open(out / "0000.png").size == (64 * 32, 32)
-    from iiae.translate import FILE_IMAGES
+    from iiae.inference.translate import FILE_IMAGES
 
     assert max(seen) * 64 <= max(FILE_IMAGES, 64)
 

@@ -16,7 +16,7 @@ from iiae.config import load_recipe, save_recipe
 from iiae.data.location import runs_command
 from iiae.errors import UserError
 from iiae.models import IIAE
-from iiae.run_dir import load_model
+from iiae.models.loading import load_model
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -93,33 +93,43 @@ def test_a_pipe_root_the_user_types_still_runs(tmp_path, debug_data, model_dir):
 
 
 # ---- 3. declared sizes are checked before anything is built -------------------------------------------------
-def _peak_mb_of_loading(folder: Path) -> tuple[float, str]:
-    """(growth of the peak resident memory in MB, stderr) of loading `folder` in a fresh process."""
+def _peak_mb_of_loading(folders: list[Path]) -> tuple[float, list[str]]:
+    """(growth of the peak resident memory in MB, each load's error) of loading `folders` in one fresh process."""
     code = ("import resource, sys\n"
-            "import torch\nfrom iiae.run_dir import load_model\nfrom iiae.errors import UserError\n"
+            "import torch\nfrom iiae.models.loading import load_model\nfrom iiae.errors import UserError\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "try:\n    load_model(sys.argv[1])\nexcept UserError as err:\n    print(err, file=sys.stderr)\n"
+            "for folder in sys.argv[1:]:\n"
+            "    try:\n        load_model(folder)\n        print('loaded', file=sys.stderr)\n"
+            "    except UserError as err:\n        print(err, file=sys.stderr)\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code, *map(str, folders)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return float(done.stdout.strip().splitlines()[-1]), done.stderr
+    return float(done.stdout.strip().splitlines()[-1]), done.stderr.strip().splitlines()[-len(folders):]
 
 
-@pytest.mark.parametrize("change", [
+HUGE = [  # each > 2 GB of float32 weights if it were built
     {"shared_channels": [4096] * 4, "exclusive_channels": [4096] * 4, "decoder_channels": [4096] * 4},
     {"decoder_channels": [2048, 2048]},
     {"z_shared": 4096},
-])
-def test_a_config_declaring_a_huge_model_allocates_nothing(tmp_path, model_dir, change):
+]
+
+
+@pytest.mark.integration  # seconds: a subprocess or a long loop
+def test_a_config_declaring_a_huge_model_allocates_nothing(tmp_path, model_dir):
     """A 4 KB config.json declaring 4096-wide layers beside small weights: refused on the weights' shapes, with
-    the peak memory of the loading process growing by far less than the declared model (> 2 GB)."""
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["model"].update(change)
-    (folder / "config.json").write_text(json.dumps(config))
-    grown, err = _peak_mb_of_loading(folder)
-    assert "the config and the weights are of different models" in err and "tensor parts." in err
+    the peak memory of the loading process growing by far less than any of the declared models."""
+    folders = []
+    for i, change in enumerate(HUGE):
+        folder = tmp_path / f"model{i}"
+        shutil.copytree(model_dir, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["model"].update(change)
+        (folder / "config.json").write_text(json.dumps(config))
+        folders.append(folder)
+    grown, errors = _peak_mb_of_loading(folders)
+    assert len(errors) == len(HUGE)
+    for err in errors:
+        assert "the config and the weights are of different models" in err and "tensor parts." in err
     assert grown < 300, f"loading grew the peak memory by {grown:.0f} MB"
 
 

@@ -15,10 +15,14 @@ import torch
 import yaml
 
 from iiae import cli
-from iiae.config import RecipeError, load_recipe, save_recipe
+from iiae.config import load_recipe, save_recipe
+from iiae.errors import RecipeError
 from iiae.errors import UserError
-from iiae.hub import build_card, model_card, push
-from iiae.run_dir import LOCK, MARKER, RunDir, RunLock, check_output_dir, claim_output_dir
+from iiae.hub.push import model_card, push
+from iiae.models.card import build_card
+from iiae.run_dir import RunDir
+from iiae.run_lock import LOCK, RunLock
+from iiae.training.run_folder import MARKER, check_output_dir, claim_output_dir
 from test_hub import METRICS, _run_dir, hub  # noqa: F401  (hub: the Hub client mocked at its boundary)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +199,7 @@ def test_a_link_where_the_engine_writes_is_refused_before_anything_is_written(tm
 
 
 def test_a_dangling_marker_link_creates_nothing_outside(tmp_path):
-    from iiae.run_dir import _mark
+    from iiae.training.run_folder import _mark
 
     run, outside = tmp_path / "run", tmp_path / "outside_marker"
     run.mkdir()
@@ -217,7 +221,7 @@ def test_the_run_recipe_is_never_written_through_a_link(tmp_path, secret):
 
 
 def test_run_json_is_never_written_through_a_link(tmp_path, secret):
-    from iiae.trainer import Trainer
+    from iiae.training.trainer import Trainer
 
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
@@ -233,7 +237,7 @@ def test_run_json_is_never_written_through_a_link(tmp_path, secret):
 
 
 def test_eval_results_are_never_written_through_a_link(tmp_path, secret, capsys, monkeypatch):
-    from iiae import evaluate
+    from iiae.evaluation import evaluate
 
     run = _run_dir(tmp_path)
     _link(run / "eval_results.json", secret)
@@ -241,7 +245,7 @@ def test_eval_results_are_never_written_through_a_link(tmp_path, secret, capsys,
     monkeypatch.setattr("iiae.data.load_dataset_info", lambda *a, **k: info)
     monkeypatch.setattr("iiae.models.check_fits", lambda *a, **k: None)
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"recall_at_1_x2y": 0.5})
-    monkeypatch.setattr("iiae.view_metrics.is_views_dataset", lambda info: False)
+    monkeypatch.setattr("iiae.evaluation.view_metrics.is_views_dataset", lambda info: False)
     code = cli.main(["eval", str(run), "--data", str(tmp_path), "--device", "cpu"])
     one_line(capsys, code, "eval_results.json: is a symbolic link")
     assert secret.read_bytes() == SECRET
@@ -268,7 +272,7 @@ class _Acc(SimpleNamespace):
 
 @pytest.mark.parametrize("kind", ["link", "hard link"])
 def test_the_train_log_is_never_appended_through_a_link(tmp_path, secret, kind):
-    from iiae.metric_logger import MetricLogger
+    from iiae.training.metric_logger import MetricLogger
 
     log = tmp_path / "train_log.jsonl"
     logger = MetricLogger(_Acc(), log, load_recipe(DEBUG))
@@ -285,7 +289,7 @@ def test_the_train_log_is_never_appended_through_a_link(tmp_path, secret, kind):
 
 
 def test_curves_and_tracker_ids_are_never_written_through_a_link(tmp_path, secret):
-    from iiae.metric_logger import plot_curves, tracker_init_kwargs
+    from iiae.training.metric_logger import plot_curves, tracker_init_kwargs
 
     log = tmp_path / "train_log.jsonl"
     log.write_text(json.dumps({"step": 1, "kind": "train", "loss": 1.0}) + "\n{torn")  # a torn line is skipped
@@ -304,7 +308,7 @@ def test_curves_and_tracker_ids_are_never_written_through_a_link(tmp_path, secre
 @pytest.mark.parametrize("planted", ["best/selection.json", "best/model.safetensors", "best/config.json", "best"])
 def test_the_selected_model_is_never_written_through_a_link(tmp_path, secret, planted):
     from iiae.models import IIAE
-    from iiae.selection import save_best
+    from iiae.training.selection import save_best
 
     recipe = load_recipe(DEBUG)
     model, run = IIAE.from_recipe(recipe), tmp_path / "run"
@@ -323,7 +327,7 @@ def test_the_selected_model_is_never_written_through_a_link(tmp_path, secret, pl
 
 @pytest.mark.parametrize("planted", ["checkpoints/checkpoint_4", "checkpoints/.tmp-checkpoint_4", "checkpoints"])
 def test_checkpoints_are_never_written_through_a_link(tmp_path, planted):
-    from iiae.checkpoint import complete_checkpoints, save_checkpoint
+    from iiae.training.checkpoint import complete_checkpoints, save_checkpoint
 
     run, outside = tmp_path / "run", tmp_path / "outside"
     (run / "checkpoints").mkdir(parents=True)
@@ -339,7 +343,7 @@ def test_checkpoints_are_never_written_through_a_link(tmp_path, planted):
 
 @pytest.mark.parametrize("planted", ["train_state.json", "model.safetensors", "random_states_0.pkl"])
 def test_a_checkpoint_holding_a_link_is_never_read(tmp_path, secret, planted):
-    from iiae.checkpoint import load_checkpoint
+    from iiae.training.checkpoint import load_checkpoint
 
     checkpoint = _marked_run(tmp_path) / "checkpoints" / "checkpoint_2"
     _link(checkpoint / planted, secret)  # or /dev/zero, which a reader never reaches the end of
@@ -349,7 +353,7 @@ def test_a_checkpoint_holding_a_link_is_never_read(tmp_path, secret, planted):
 
 def test_a_sample_grid_is_never_written_through_a_link(tmp_path, secret):
     from iiae.models import IIAE
-    from iiae.sample_grids import SampleGrids
+    from iiae.training.sample_grids import SampleGrids
 
     recipe = load_recipe(DEBUG)
     grids = SampleGrids.__new__(SampleGrids)
@@ -371,7 +375,7 @@ def test_a_sample_grid_is_never_written_through_a_link(tmp_path, secret):
 def _without_data(monkeypatch) -> None:
     """Trainer.build up to its resume checks with no dataset and no Accelerator: what is refused there is
     refused before the run folder is claimed, locked or written."""
-    from iiae import trainer
+    from iiae.training import trainer
 
     monkeypatch.setattr(trainer, "build_accelerator", lambda *a, **k: SimpleNamespace(is_main_process=True,
                                                                                        num_processes=1))
@@ -387,7 +391,7 @@ def _resume(run: Path, *extra) -> int:
 
 
 def test_resuming_a_run_without_its_recipe_is_refused(tmp_path, capsys, monkeypatch):
-    from iiae import trainer
+    from iiae.training import trainer
 
     run = _marked_run(tmp_path)
     (run / "recipe.yaml").unlink()
@@ -410,7 +414,7 @@ def test_resuming_a_run_without_its_recipe_is_refused(tmp_path, capsys, monkeypa
 
 @pytest.mark.parametrize("kind", ["folder", "link", "fifo"])
 def test_a_run_recipe_that_is_not_a_file_is_one_line(tmp_path, secret, capsys, monkeypatch, kind):
-    from iiae import trainer
+    from iiae.training import trainer
 
     run = _marked_run(tmp_path)
     elsewhere = (run / "recipe.yaml").rename(tmp_path / "outside" / "recipe.yaml")  # a recipe, but not the run's
@@ -507,7 +511,7 @@ TRACKERS = {"not JSON": "{wandb", "a list": "[]", "a string id": '{"wandb": "abc
 
 @pytest.mark.parametrize("tamper", sorted(TRACKERS) + ["folder", "link"])
 def test_a_tampered_trackers_json_on_resume_is_one_line(tmp_path, secret, capsys, monkeypatch, tamper):
-    from iiae import trainer
+    from iiae.training import trainer
 
     run = _marked_run(tmp_path)
     path = run / "trackers.json"

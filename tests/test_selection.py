@@ -1,5 +1,8 @@
 """Model selection: the official exclusive rule (a count of hits), the fraction option, and select_after."""
-from iiae.selection import Selector
+from iiae.training.selection import Selector
+import pytest
+
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
 
 
 def metrics(shared: float, exclusive_hits: int, n: int = 800) -> dict:

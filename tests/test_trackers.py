@@ -9,6 +9,8 @@ import pytest
 
 from test_train import ROOT, TIMEOUT, _env
 
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
+
 STUB = '''
 import json, os
 

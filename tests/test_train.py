@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TIMEOUT = 240

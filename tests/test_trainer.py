@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from iiae.config import load_recipe
-from iiae.divergence import TrainingDiverged
-from iiae.trainer import Trainer
+from iiae.training.nonfinite import TrainingDiverged
+from iiae.training.trainer import Trainer
+
+pytestmark = pytest.mark.integration  # trains or starts processes: not in `make test-unit`
 
 ROOT = Path(__file__).resolve().parents[1]
 

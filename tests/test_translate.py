@@ -7,9 +7,8 @@ import torch
 
 from iiae.config import load_recipe
 from iiae.models import IIAE
-from iiae.translate import (
-    HEADER, PAD, TITLE, grid_size, swap_grid, swap_tiles, tile_grid, tile_size, to_uint8, translation_grid,
-)
+from iiae.inference.translate import to_uint8
+from iiae.grids import HEADER, PAD, TITLE, grid_size, swap_grid, swap_tiles, tile_grid, tile_size, translation_grid
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

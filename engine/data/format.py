@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, ValidationInfo, field_validator,
                       model_validator)
 
-from ..errors import DataError
+from iiae.errors import DataError
 
 INFO_FILE = "dataset.json"
 SHARD_SUFFIX = "-%06d.tar"
@@ -26,7 +26,7 @@ SHARD_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}-\d{6}\.tar\Z")
 # float32, so a hostile dataset.json or config.json cannot make the engine allocate gigabytes per sample
 MAX_IMAGE_SIZE = 2048
 MAX_FEATURE_DIM = 1 << 16
-MIN_IMAGE_SIZE = 8  # px: as `iiae prepare --size` (the smallest side the image models downsample)
+MIN_IMAGE_SIZE = 8  # px: the smallest side the image models downsample (also `iiae prepare --size`)
 # labels are 0 .. MAX_CLASSES - 1 (-1: none): a classifier over the labels seen (fidelity) has as many outputs
 MAX_CLASSES = 1 << 16
 
@@ -174,13 +174,13 @@ class DatasetInfo(BaseModel):
 
     @property
     def info_file(self) -> str:
-        from .location import join
+        from iiae.data.location import join
 
         return join(self.root, INFO_FILE)
 
     def path(self, shard: ShardInfo) -> str:
         """Where the shard is: a local path or a URL (what `location.open_location` reads)."""
-        from .location import join
+        from iiae.data.location import join
 
         return join(self.root, shard.file)
 

@@ -10,9 +10,9 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from ..config import Recipe
-from ..errors import DataError
-from .format import DatasetInfo
+from iiae.config import Recipe
+from iiae.errors import DataError
+from iiae.data.format import DatasetInfo
 
 
 def _check_layout(recipe: Recipe, info: DatasetInfo) -> None:
@@ -91,7 +91,7 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
         raise DataError(f"data.augment: {recipe.data.augment} needs an image dataset; {info.root} holds "
                         f"{info.kind} samples (expected data.augment: none)")
     if recipe.data.class_matched:
-        from .matched import ClassMatchedBatches
+        from iiae.data.matched import ClassMatchedBatches
 
         return TrainLoader(ClassMatchedBatches(info, seed=recipe.seed, epoch=epoch, rank=rank,
                                                first_step=skip_batches, steps=total), length)
@@ -99,8 +99,8 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
         return TrainLoader([], 0)
     import webdataset as wds
 
-    from .stream import PairStream
-    from .transforms import AUGMENTATIONS
+    from iiae.data.stream import PairStream
+    from iiae.data.transforms import AUGMENTATIONS
 
     stream = PairStream(info, seed=recipe.seed, epoch=epoch, rank=rank, world_size=world_size,
                         batch_size=recipe.data.batch_size, shuffle_buffer=recipe.data.shuffle_buffer,

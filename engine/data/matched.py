@@ -11,11 +11,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .format import DatasetInfo
-from .read import SkipLog, read_valid_samples
-from .samples import decode_cls, decode_field
-from .stream import seed_of
+from iiae.errors import DataError
+from iiae.data.format import DatasetInfo
+from iiae.data.read import SkipLog, read_valid_samples
+from iiae.data.samples import decode_cls, decode_field
+from iiae.data.stream import seed_of
 
 _cache: dict[tuple, tuple] = {}  # the last materialised split: a new epoch's loader reuses it
 

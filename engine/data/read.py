@@ -13,12 +13,12 @@ from typing import Any, Iterator, Optional
 
 from pydantic import ValidationError
 
-from ..config import format_validation_error
-from ..errors import DataError, first_line
-from .catalogue import prepare_hint
-from .format import INFO_FILE, DatasetInfo, prepare_call
-from .location import join
-from .samples import decode_cls, decode_fitted, decode_meta, has_field
+from iiae.schema import format_validation_error
+from iiae.errors import DataError, first_line
+from iiae.data.catalogue import prepare_hint
+from iiae.data.format import INFO_FILE, DatasetInfo, prepare_call
+from iiae.data.location import join
+from iiae.data.samples import decode_cls, decode_fitted, decode_meta, has_field
 
 
 VERIFY = ("all", "size", "none")  # `data.verify`: sha256 of every shard, byte sizes only, nothing
@@ -26,7 +26,7 @@ VERIFY = ("all", "size", "none")  # `data.verify`: sha256 of every shard, byte s
 
 def _read_info_file(root: str) -> tuple[str, dict]:
     """(location of dataset.json, its JSON object) for a local folder or a URL; DataError with the fix."""
-    from .location import INFO_BYTES, TooLarge, is_remote, local_folder, read_bytes
+    from iiae.data.location import INFO_BYTES, TooLarge, is_remote, local_folder, read_bytes
 
     info_path = join(root, INFO_FILE)
     if is_remote(root):
@@ -69,7 +69,7 @@ def load_dataset_info(root: str | os.PathLike, verify: bool | str | tuple[str, .
     shards: verify=False or "none" — local shards exist; "size" — each shard exists and has its recorded byte size
     (HTTP: a HEAD request; commands: not checked); True or "all" — also its sha256 (read whole, remote ones too);
     a tuple — sha256 of the named splits only ("test" covers per-domain "test-<domain>" splits too)."""
-    from .location import is_remote, size_of
+    from iiae.data.location import is_remote, size_of
 
     root = str(root)
     info_path, data = _read_info_file(root)
@@ -110,7 +110,7 @@ def load_dataset_info(root: str | os.PathLike, verify: bool | str | tuple[str, .
 
 
 def _sha256(location: str, size: Optional[int] = None) -> str:
-    from .location import open_location, shard_seconds
+    from iiae.data.location import open_location, shard_seconds
 
     digest = hashlib.sha256()
     try:
@@ -144,7 +144,7 @@ def read_shard(location: str | os.PathLike, *, count: Optional[int] = None,
     budget, `location.shard_seconds`)."""
     import webdataset as wds
 
-    from .location import TooLarge, open_location, shard_seconds
+    from iiae.data.location import TooLarge, open_location, shard_seconds
 
     last, yielded = None, 0
     try:
@@ -244,7 +244,7 @@ def iter_eval_batches(info: DatasetInfo, split: str, batch_size: int, *, image_s
     """
     import torch  # here: reading dataset.json needs no torch
 
-    from .transforms import to_tensor
+    from iiae.data.transforms import to_tensor
 
     if limit == 0:
         return

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .format import MAX_CLASSES, MAX_FEATURE_DIM
+from iiae.data.format import MAX_CLASSES, MAX_FEATURE_DIM
 
 PNG_COMPRESS_LEVEL = 6  # fixed: Pillow's output then depends only on the pixels (and the zlib build)
 
@@ -71,7 +71,7 @@ def decode_fitted(sample: dict[str, Any], field: str, size: Optional[int]) -> tu
                                                    f"{limit} pixels (decompression bomb?)")
             if img.mode == "RGB" and (size is None or img.size == (size, size)):
                 return np.asarray(img), None
-            from .prepare.images import to_rgb
+            from iiae.data.prepare.images import to_rgb
 
             odd = f"{img.width}×{img.height} {img.mode}"
             img = to_rgb(img)

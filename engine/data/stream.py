@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import DataError
-from .format import DatasetInfo
-from .read import SkipLog, read_valid_samples
-from .samples import decode_cls, decode_fitted
-from .transforms import symmetry, to_tensor
+from iiae.errors import DataError
+from iiae.data.format import DatasetInfo
+from iiae.data.read import SkipLog, read_valid_samples
+from iiae.data.samples import decode_cls, decode_fitted
+from iiae.data.transforms import symmetry, to_tensor
 
 FIELDS = ("x", "y")
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from ..errors import UserError, write_failure
-from ..safe_files import atomic_write, create_new
-from .format import INFO_FILE, SHARD_RE, SHARD_SUFFIX, DatasetInfo, ShardInfo, SplitInfo, sha256_file
+from iiae.errors import UserError, write_failure
+from iiae.safe_files import atomic_write, create_new
+from iiae.data.format import INFO_FILE, SHARD_RE, SHARD_SUFFIX, DatasetInfo, ShardInfo, SplitInfo, sha256_file
 
 
 DATASET_MARKER = ".iiae-dataset"  # written into --out before the first shard: the folder is a prepare's own
@@ -121,7 +121,7 @@ def _write_split(out: Path, split: str, samples: Iterable[dict], total: int, sha
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    from .. import __version__
+    from iiae.version import __version__
 
     return {"iiae": __version__, **{pkg: version(pkg) for pkg in ("webdataset", "numpy", "pillow")}}
 

@@ -5,7 +5,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .blocks import (ConvExclusiveEncoder, GaussianMLP, IIAEParts, JointHead, bn1d, check_conv_stages, conv_trunk,
+from iiae.models.blocks import (ConvExclusiveEncoder, GaussianMLP, IIAEParts, JointHead, bn1d, check_conv_stages, conv_trunk,
                      deconv_stack, film_layers, run_deconvs)
 
 INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture

@@ -1,5 +1,5 @@
 """`IIAE`: the networks of any architecture and the sampling through the fused kernels (the loss is
-`iiae.objective`'s).
+`iiae.models.objective`'s).
 
 The recipe's `model` and `objective` sections build it, so `save_pretrained` / `from_pretrained` (Hugging Face
 Hub mixin, safetensors) round-trip exactly those as `config.json`.
@@ -10,19 +10,26 @@ import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub.constants import CONFIG_NAME as HUB_CONFIG_NAME
+from huggingface_hub.constants import PYTORCH_WEIGHTS_NAME, SAFETENSORS_SINGLE_FILE
 from torch import nn
 from torch.nn import functional as F
 
 from iiae import kernels
 
-from ..config import ModelConfig, ObjectiveConfig, Recipe, validated
-from ..errors import UserError
-from ..objective import KLTerms
-from .blocks import init_weights
+from iiae.errors import UserError
+from iiae.models.blocks import init_weights
+from iiae.models.config import ModelConfig, ObjectiveConfig
+from iiae.models.objective import KLTerms
+from iiae.models.registry import ARCHITECTURES
+from iiae.schema import validated
+
+if TYPE_CHECKING:
+    from iiae.config import Recipe
 
 DOMAINS = ("x", "y")
 OTHER = {"x": "y", "y": "x"}
@@ -72,7 +79,8 @@ def inference(method):
 
 
 MAX_CONFIG_BYTES = 1 << 20
-WEIGHTS_NAME, PICKLE_NAME = "model.safetensors", "pytorch_model.bin"
+# the Hub format's own names (huggingface_hub's): the one weights file loaded, and the pickle never loaded
+WEIGHTS_NAME, PICKLE_NAME, CONFIG_NAME = SAFETENSORS_SINGLE_FILE, PYTORCH_WEIGHTS_NAME, HUB_CONFIG_NAME
 
 
 def _weights_file(model_id: str, hub: dict) -> str:
@@ -145,8 +153,6 @@ class IIAE(
         super().__init__()
         self.cfg: ModelConfig = validated(ModelConfig, model, "config", "model")
         self.objective: ObjectiveConfig = validated(ObjectiveConfig, objective, "config", "objective")
-        from . import ARCHITECTURES
-
         self.arch = ARCHITECTURES[self.cfg.arch]
         # the shape of one input, checked by every encoder call
         image = self.arch.INPUT_KIND == "image"
@@ -165,12 +171,12 @@ class IIAE(
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(Path(save_directory) / "model.safetensors"), metadata={"format": "pt"})
+        save_file(state, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
 
     def generate_model_card(self, *args, **kwargs):
-        """The engine's card (`iiae.hub.build_card`) for `save_pretrained` / `push_to_hub`, instead of the
+        """The engine's card (`iiae.models.card.build_card`) for `save_pretrained` / `push_to_hub`, instead of the
         mixin's generic one; `model_card_kwargs` may add repo_id, recipe, metrics, training."""
-        from ..hub import build_card
+        from iiae.models.card import build_card
 
         return build_card(self.cfg, self.objective, **kwargs)
 
@@ -182,7 +188,7 @@ class IIAE(
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         # a local config.json is read whole by the mixin: a huge one is refused before it is parsed
-        config = Path(str(pretrained_model_name_or_path)) / "config.json"
+        config = Path(str(pretrained_model_name_or_path)) / CONFIG_NAME
         if config.is_file() and config.stat().st_size > MAX_CONFIG_BYTES:
             raise UserError(f"{config}: {config.stat().st_size:,} bytes; expected a model config.json of at most "
                             f"{MAX_CONFIG_BYTES:,} bytes")
@@ -198,7 +204,7 @@ class IIAE(
         from safetensors.torch import load_model
 
         for section, config in (("model", ModelConfig), ("objective", ObjectiveConfig)):  # errors name the file
-            validated(config, model_kwargs.get(section), f"{model_id}/config.json", section)
+            validated(config, model_kwargs.get(section), f"{model_id}/{CONFIG_NAME}", section)
         hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
                    local_files_only=local_files_only, token=token)
         weights = _weights_file(model_id, hub)
@@ -218,7 +224,7 @@ class IIAE(
         """PIL images or image paths (one, or a sequence) → float [B, 3, S, S] in [−1, 1] on the model's device,
         made as `iiae prepare` made the training data: RGB, resized to the model's image_size (area filter
         when shrinking)."""
-        from ..image_files import load_images
+        from iiae.data.image_io import load_images
 
         if len(self.input_shape) != 3:
             raise ValueError(f"arch {self.cfg.arch} reads {self.cfg.feature_dim}-d feature vectors, not images")
@@ -228,7 +234,7 @@ class IIAE(
     @staticmethod
     def postprocess(images: torch.Tensor):
         """Decoder output [B, 3, H, W] (or one [3, H, W]) in [−1, 1] → a list of PIL images (or one)."""
-        from ..image_files import to_pil
+        from iiae.data.image_io import to_pil
 
         return to_pil(images[None])[0] if images.dim() == 3 else to_pil(images)
 
@@ -316,7 +322,7 @@ class IIAE(
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, seed: Optional[int] = None, row_offset: int = 0) -> IIAEOutput:
         """What the networks compute for a pair batch: posteriors, samples (means in eval mode), reconstructions
-        and the KL vectors. The objective weighs them outside (`iiae.objective.iiae_loss`), so a compiled
+        and the KL vectors. The objective weighs them outside (`iiae.models.objective.iiae_loss`), so a compiled
         forward never sees the step or the annealing factor.
 
         `seed` makes the reparameterisation noise a function of (seed, latent, row_offset + row) on every backend."""

@@ -9,7 +9,7 @@ import torch
 from einops import repeat
 from torch import nn
 
-from .blocks import (ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, check_conv_stages, conv_trunk,
+from iiae.models.blocks import (ConvExclusiveEncoder, GaussianConv, IIAEParts, JointHead, check_conv_stages, conv_trunk,
                      deconv_stack, film_layers, run_deconvs)
 
 INPUT_KIND = "image"  # what a dataset must hold (dataset.json `kind`) for this architecture

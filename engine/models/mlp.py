@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import GaussianMLP, IIAEParts, JointHead, mlp
+from iiae.models.blocks import GaussianMLP, IIAEParts, JointHead, mlp
 
 INPUT_KIND = "feature"  # what a dataset must hold (dataset.json `kind`) for this architecture
 DOMAINS = ("x", "y")

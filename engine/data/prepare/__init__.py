@@ -11,8 +11,8 @@ import shlex
 import time
 from pathlib import Path, PurePath
 
-from ..catalogue import SOURCES
-from ..format import MAX_IMAGE_SIZE
+from iiae.data.catalogue import SOURCES
+from iiae.data.format import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 DEFAULT_SHARD_SIZE = 1000
 
@@ -38,7 +38,6 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-MIN_IMAGE_SIZE = 8  # px: the smallest side any image architecture can downsample
 
 
 def image_side(text: str) -> int:
@@ -89,14 +88,14 @@ def source_checksums(src: Path, files: list[Path]) -> dict:
     to its exact sources, and a changed or missing source file shows."""
     import hashlib
 
-    from ..format import sha256_file
+    from iiae.data.format import sha256_file
 
     lines = sorted(f"{sha256_file(p)}  {p.relative_to(src).as_posix()}\n" for p in files)
     return {"files": len(lines), "manifest_sha256": hashlib.sha256("".join(lines).encode()).hexdigest()}
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..write import prepare_output
+    from iiae.data.write import prepare_output
 
     start = time.perf_counter()
     prepare_output(args.out, args.overwrite)

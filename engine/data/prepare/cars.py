@@ -13,12 +13,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import DataError
-from ..format import DatasetInfo
-from ..samples import encode_sample
-from ..write import write_dataset
-from . import command_line, image_side, source_checksums
-from .images import resize_square
+from iiae.errors import DataError
+from iiae.data.format import DatasetInfo
+from iiae.data.samples import encode_sample
+from iiae.data.write import write_dataset
+from iiae.data.prepare import command_line, image_side, source_checksums
+from iiae.data.prepare.images import resize_square
 
 SHAPE = (128, 128, 3, 24, 4)
 LAST_TRAIN_ID = 191

@@ -11,12 +11,12 @@ import argparse
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from ...errors import DataError, first_line
-from ..format import DatasetInfo
-from ..samples import encode_sample
-from ..write import write_dataset
-from . import command_line, image_side, positive_int
-from .images import resize_square
+from iiae.errors import DataError, first_line
+from iiae.data.format import DatasetInfo
+from iiae.data.samples import encode_sample
+from iiae.data.write import write_dataset
+from iiae.data.prepare import command_line, image_side, positive_int
+from iiae.data.prepare.images import resize_square
 
 SPLIT_NAMES = {"validation": "valid", "val": "valid"}
 SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what `save_to_disk` writes at the top of its folder

@@ -26,11 +26,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import DataError, first_line
-from ..format import DatasetInfo
-from ..samples import encode_sample
-from ..write import write_dataset
-from . import command_line, image_side, non_negative_int, positive_int
+from iiae.errors import DataError, first_line
+from iiae.data.format import DatasetInfo
+from iiae.data.samples import encode_sample
+from iiae.data.write import write_dataset
+from iiae.data.prepare import command_line, image_side, non_negative_int, positive_int
 
 RENDERS = ("area", "direct")
 ORIGINAL_SIZE = 256  # the published MNIST-CDCB images
@@ -118,7 +118,7 @@ def _from_package() -> tuple[dict[str, np.ndarray], dict]:
 def _from_hub() -> tuple[dict[str, np.ndarray], dict]:
     import datasets
 
-    from ...hub_connection import check_hub_reachable
+    from iiae.hub_connection import check_hub_reachable
 
     check_hub_reachable()
     ds = datasets.load_dataset("ylecun/mnist").with_format("numpy")

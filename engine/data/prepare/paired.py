@@ -26,12 +26,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ...errors import DataError, first_line
-from ..format import DatasetInfo
-from ..samples import encode_sample
-from ..write import write_dataset
-from . import command_line, image_side, non_negative_int, relative_folder, source_checksums
-from .images import image_files, resize_square
+from iiae.errors import DataError, first_line
+from iiae.data.format import DatasetInfo
+from iiae.data.samples import encode_sample
+from iiae.data.write import write_dataset
+from iiae.data.prepare import command_line, image_side, non_negative_int, relative_folder, source_checksums
+from iiae.data.prepare.images import image_files, resize_square
 
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 SHOWN = 5  # names quoted per problem in the summary

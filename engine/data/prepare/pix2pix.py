@@ -9,12 +9,12 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from ...errors import DataError
-from ..format import DatasetInfo
-from ..samples import encode_sample
-from ..write import write_dataset
-from . import command_line, image_side, source_checksums
-from .images import resize_square, source_order
+from iiae.errors import DataError
+from iiae.data.format import DatasetInfo
+from iiae.data.samples import encode_sample
+from iiae.data.write import write_dataset
+from iiae.data.prepare import command_line, image_side, source_checksums
+from iiae.data.prepare.images import resize_square, source_order
 
 MAPS_VALID_LAST = 800  # maps valid = train images numbered 1..800
 LAYOUT = {  # our split -> (pix2pix folder, keep file?)

@@ -12,11 +12,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import DataError
-from ..format import DatasetInfo
-from ..samples import encode_sample
-from ..write import write_dataset
-from . import command_line
+from iiae.errors import DataError
+from iiae.data.format import DatasetInfo
+from iiae.data.samples import encode_sample
+from iiae.data.write import write_dataset
+from iiae.data.prepare import command_line
 
 DOMAINS = {"x": "sketch", "y": "photo"}
 FILE_STEM = {"sketch": "sketch", "photo": "image"}  # SketchyVGG calls photos "image"

@@ -10,58 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Iterable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from .data.prepare import positive_int
-from .errors import UserError
-from .models import eval_mode
-from .progress import progress_bar
-from .retrieval import (EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, mean_average_precision_at_k,
+from iiae.data.prepare import positive_int
+from iiae.errors import UserError
+from iiae.evaluation.codes import encode_batches
+from iiae.evaluation.retrieval_metrics import (EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, mean_average_precision_at_k,
                         precision_at_k, recall_at_1, recall_at_k)
 
 RECALL_KS = (5, 10)  # Recall@K beside the paper's Recall@1 (shared codes), as other retrieval papers report
-
-# ---- embedding ----------------------------------------------------------------------------------------------
-def _device(model: torch.nn.Module, device) -> torch.device:
-    return torch.device(device) if device is not None else next(model.parameters()).device
-
-
-@torch.no_grad()
-def _embed_many(model, batches: Iterable[dict], specs: list[tuple[str, str]], device=None, progress=True, total=None):
-    """One pass over `batches` computing every (domain, which) embedding of `specs`; also returns the labels and
-    how many images had another size or mode than the dataset's (converted on the way)."""
-    device = _device(model, device)
-    outs: list[list[torch.Tensor]] = [[] for _ in specs]
-    labels: list[torch.Tensor] = []
-    resized = 0
-    encoders = {"shared": model.encode_shared, "exclusive": model.encode_exclusive}
-    unknown = {w for _, w in specs} - encoders.keys()
-    if unknown:
-        raise ValueError(f"which must be 'shared' or 'exclusive', got {unknown.pop()!r}")
-    bar = progress_bar(total=total, unit="sample", desc="embedding", disable=not progress, leave=False)
-    with eval_mode(model), bar:
-        for batch in batches:
-            for out, (domain, which) in zip(outs, specs):
-                # paired batches hold both domains; per-domain (Sketchy) batches hold one, as "v"
-                v = batch[domain] if domain in batch else batch["v"]
-                out.append(encoders[which](v.to(device), domain).flatten(1).float())
-            n = outs[0][-1].shape[0]
-            labels.append(batch["cls"] if "cls" in batch else torch.full((n,), -1))  # unlabelled batches: -1
-            resized = batch.get("resized", 0)  # a running count: the last batch holds the total
-            bar.update(n)
-    if not labels:
-        raise UserError("the evaluation split is empty")
-    return [torch.cat(o) for o in outs], torch.cat(labels), resized
-
 
 def embed(model, batches: Iterable[dict], domain: str, which: str = "shared", device=None, progress: bool = True) -> torch.Tensor:
     """Flattened posterior means [N, D] of every batch in order: r^d (which="shared") or q(z^d|d) ("exclusive").
 
     The model runs in eval mode without gradients (its mode is restored); inputs go to `device` (default: the
     model's), and so do the embeddings."""
-    (out,), _, _ = _embed_many(model, batches, [(domain, which)], device, progress)
+    (out,), _, _ = encode_batches(model, batches, [(domain, which)], device, progress)
     return out
 
 
@@ -73,13 +40,13 @@ def _count(info, split: str, limit: Optional[int], domain: Optional[str] = None)
 
 
 def _image_size(model) -> Optional[int]:
-    from .models import input_kind
+    from iiae.models import input_kind
 
     return model.cfg.image_size if input_kind(model.cfg) == "image" else None
 
 
 def _check_compatible(model, info) -> None:
-    from .models import check_fits
+    from iiae.models import check_fits
 
     check_fits(model.cfg, info, where="the model's model")
 
@@ -89,7 +56,7 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     """Recall@1 both ways on shared (r) and exclusive (q) means over the first `limit` pairs of `split`
     (default all), and Recall@5, @10 on the shared ones: keys recall_at_{1,5,10}_{x2y,y2x},
     exclusive_recall_at_1_x2y/_y2x (fractions), n."""
-    from .data import iter_eval_batches
+    from iiae.data import iter_eval_batches
 
     _check_compatible(model, info)
     if info.layout != "paired":
@@ -97,7 +64,7 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     total = _count(info, split, limit)
     batches = iter_eval_batches(info, split, batch_size, image_size=_image_size(model), limit=limit)
     specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
-    (sx, sy, ex, ey), labels, resized = _embed_many(model, batches, specs, device, progress, total)
+    (sx, sy, ex, ey), labels, resized = encode_batches(model, batches, specs, device, progress, total)
     at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in (("x2y", sx, sy), ("y2x", sy, sx))}
     return {
         **dict(zip(SHARED_RECALL, (recall_at_1(sx, sy), recall_at_1(sy, sx)))),
@@ -113,14 +80,14 @@ def sketchy_metrics(model, info, split: str, *, batch_size: int = 256, limit: Op
     """Zero-shot SBIR: every sketch (x) of `split` against every photo (y), cosine on the shared r means;
     relevant = same class. Keys map_all, precision_at_100 (the paper's), map_at_200, precision_at_200 (later
     papers'), n_sketches, n_photos."""
-    from .data import iter_eval_batches
+    from iiae.data import iter_eval_batches
 
     _check_compatible(model, info)
     codes, labels, resized = {}, {}, 0
     for domain in ("x", "y"):
         total = _count(info, split, limit, domain)
         batches = iter_eval_batches(info, split, batch_size, domain=domain, limit=limit)
-        (codes[domain],), labels[domain], odd = _embed_many(model, batches, [(domain, "shared")], device, progress,
+        (codes[domain],), labels[domain], odd = encode_batches(model, batches, [(domain, "shared")], device, progress,
                                                             total)
         resized += odd
     q, g, sketch_cls, photo_cls = codes["x"], codes["y"], labels["x"], labels["y"]
@@ -140,9 +107,94 @@ def evaluate(model, info, split: str, **kwargs) -> dict:
     return (sketchy_metrics if info.layout == "per-domain" else paired_metrics)(model, info, split, **kwargs)
 
 
+# ---- the metric registry: what `iiae eval` reports, each group where it applies ---------------------------------
+@dataclass
+class EvalJob:
+    """One `iiae eval`: the model, the data and how to read it; `run_dir` receives files (None for a Hub model)."""
+
+    model: Any
+    info: Any
+    split: str
+    batch_size: int
+    limit: Optional[int]
+    device: Any
+    progress: bool
+    run_dir: Any = None
+    fidelity: bool = False
+    fidelity_steps: Optional[int] = None
+
+    @property
+    def reading(self) -> dict:
+        return dict(batch_size=self.batch_size, limit=self.limit, device=self.device, progress=self.progress)
+
+
+def _fidelity(job: EvalJob) -> dict:
+    from iiae.evaluation.fidelity import STEPS, default_cache_dir, fidelity_metrics
+
+    return fidelity_metrics(job.model, job.info, job.split, cache_dir=default_cache_dir(job.info),
+                            steps=job.fidelity_steps or STEPS, **job.reading)
+
+
+def _colours(job: EvalJob) -> dict:
+    from iiae.evaluation.colour_fidelity import colour_metrics
+
+    return colour_metrics(job.model, job.info, job.split, **job.reading)
+
+
+def _has_colours(job: EvalJob) -> bool:
+    from iiae.evaluation.colour_fidelity import has_colours
+
+    return job.fidelity and has_colours(job.info)
+
+
+def _guided(job: EvalJob) -> dict:
+    from iiae.evaluation.guided_error import translation_error
+
+    return translation_error(job.model, job.info, job.split, **job.reading)
+
+
+def _is_views(job: EvalJob) -> bool:
+    from iiae.evaluation.view_metrics import is_views_dataset
+
+    return is_views_dataset(job.info)
+
+
+def _views(job: EvalJob) -> dict:
+    """Cars3D: identity across views, guided translation, factor probes; and the views grid beside the results."""
+    from iiae.evaluation.view_metrics import view_metrics, views_grid
+
+    reading = {k: v for k, v in job.reading.items() if k != "limit"}  # the probes need every view of a car
+    metrics = view_metrics(job.model, job.info, job.split, **reading)
+    if job.run_dir is not None:
+        from iiae.safe_files import atomic_path
+
+        with atomic_path(job.run_dir.views_grid, "a PNG the engine writes") as tmp:  # never through a link
+            views_grid(job.model, job.info, job.split, device=job.device).save(tmp, format="PNG")
+    return metrics
+
+
+@dataclass(frozen=True)
+class MetricGroup:
+    name: str
+    applies: Callable[[EvalJob], bool]
+    compute: Callable[[EvalJob], dict]
+
+
+METRICS = (  # in this order in eval_results.json
+    MetricGroup("retrieval", lambda job: True, lambda job: evaluate(job.model, job.info, job.split, **job.reading)),
+    MetricGroup("fidelity", lambda job: job.fidelity, _fidelity),  # per-domain digit classifiers (--fidelity)
+    MetricGroup("colour fidelity", _has_colours, _colours),  # MNIST-CDCB: colours against the stored ones
+    MetricGroup("guided translation error", lambda job: job.info.layout == "paired" and job.info.kind == "image",
+                _guided),  # against the true partner
+    MetricGroup("views", _is_views, _views),
+)
+
+
 # ---- CLI ----------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR_OR_HUB_ID", help="run dir (uses <run>/best), model folder, or Hub repo id")
+    from iiae.models.loading import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--data", help="prepared dataset folder (default: the recipe's data.root)")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -150,10 +202,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score translations with per-domain digit classifiers and, on MNIST-CDCB, their colours "
                         "against the true ones")
     p.add_argument("--fidelity-steps", type=positive_int, default=None,
-                   help="training steps of each fidelity classifier (default: iiae.fidelity.STEPS)")
+                   help="training steps of each fidelity classifier (default: iiae.evaluation.fidelity.STEPS)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N samples only")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--no-verify", action="store_true", help="skip checking each shard's sha256 against dataset.json")
 
 
@@ -169,16 +220,14 @@ def print_table(record: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .data import load_dataset_info
-    from .device import resolve_device
-    from .models import check_fits
-    from .run_dir import data_root, load_model, resolve_run
-    from .view_metrics import is_views_dataset
-
+    from iiae.data import load_dataset_info
+    from iiae.device import resolve_device
+    from iiae.models import check_fits
+    from iiae.models.loading import data_root, load_model, resolve_run
     device = resolve_device(args.device)
     _, run_dir = resolve_run(args.run)
     if run_dir is not None:  # before minutes of evaluation, not after: a link where a result goes is refused
-        from .safe_files import refuse_link
+        from iiae.safe_files import refuse_link
 
         for path in (run_dir.eval_results, run_dir.views_grid):
             refuse_link(path, f"{path.name} (a regular file the engine writes)")
@@ -186,37 +235,16 @@ def run(args: argparse.Namespace) -> int:
     # hash only the split this evaluation reads: the training shards can be most of the folder
     info = load_dataset_info(data_root(args.run, args.data), verify=() if args.no_verify else (args.split,))
     check_fits(model.cfg, info, where="the model's model", notice=True)  # refusals first; the notice once
-    metrics = evaluate(model, info, args.split, batch_size=args.batch_size, limit=args.limit, device=device,
-                       progress=not args.json)
-    if args.fidelity:
-        from .colour_fidelity import colour_metrics, has_colours
-        from .fidelity import STEPS, default_cache_dir, fidelity_metrics
-
-        metrics.update(fidelity_metrics(model, info, args.split, cache_dir=default_cache_dir(info),
-                                        steps=args.fidelity_steps or STEPS, batch_size=args.batch_size,
-                                        limit=args.limit, device=device, progress=not args.json))
-        if has_colours(info):
-            metrics.update(colour_metrics(model, info, args.split, batch_size=args.batch_size, limit=args.limit,
-                                          device=device, progress=not args.json))
-    if info.layout == "paired" and info.kind == "image":  # guided translation against the true partner
-        from .translation_error import translation_error
-
-        metrics.update(translation_error(model, info, args.split, batch_size=args.batch_size, limit=args.limit,
-                                         device=device, progress=not args.json))
-    if is_views_dataset(info):  # Cars3D: identity across views, guided translation, factor probes
-        from .view_metrics import view_metrics, views_grid
-
-        metrics.update(view_metrics(model, info, args.split, batch_size=args.batch_size, device=device,
-                                    progress=not args.json))
-        if run_dir is not None:
-            from .safe_files import atomic_path
-
-            with atomic_path(run_dir.views_grid, "a PNG the engine writes") as tmp:  # never through a link
-                views_grid(model, info, args.split, device=device).save(tmp, format="PNG")
+    job = EvalJob(model, info, args.split, args.batch_size, args.limit, device, not args.json, run_dir,
+                  fidelity=args.fidelity, fidelity_steps=args.fidelity_steps)
+    metrics = {}
+    for group in METRICS:
+        if group.applies(job):
+            metrics.update(group.compute(job))
     # the data as given: datasets of one name can differ (two renderings of MNIST-CDCB), and make demo checks it
     record = {"model": str(args.run), "dataset": info.name, "data": info.root, "split": args.split, **metrics}
     if run_dir is not None:
-        from .safe_files import atomic_write
+        from iiae.safe_files import atomic_write
 
         # renamed into place: a link at eval_results.json is refused, never written through
         atomic_write(run_dir.eval_results, json.dumps(record, indent=2) + "\n", "eval_results.json (a regular file)")

@@ -10,8 +10,8 @@ from typing import Optional
 
 import torch
 
-from .errors import UserError
-from .objective import TERMS
+from iiae.errors import UserError
+from iiae.models.objective import TERMS
 
 
 class TrainingDiverged(UserError):

@@ -1,4 +1,4 @@
-"""The IIAE objective (DESIGN §2), exactly as the official code computes it.
+"""The IIAE objective (docs/ARCHITECTURE.md §6), exactly as the official code computes it.
 
     L = (β+Λ)(R_x + R_y) + c_t(β+Λ)(K_x + K_y) + c_t·β·K_s + Λ(K_rx + K_ry),   c_t = 1 − exp(−t / anneal_steps)
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ObjectiveConfig
+from iiae.models.config import ObjectiveConfig
 
 TERMS = ("recon_x", "recon_y", "kl_x", "kl_y", "kl_s", "kl_rx", "kl_ry")  # the KL ones are KLTerms' fields
 

@@ -1,9 +1,5 @@
-"""Files in and out of a trained model: finding the inputs a user names, reading them the way `iiae prepare`
-stored the training data (RGB, square, area filter when shrinking), and pixels back to PIL images.
-
-Feature models (arch mlp) read `.npy` vectors instead of images.
-
-Also what `iiae translate`, `embed` and `retrieve` share to keep users' files safe: an output is refused in one line
+"""The files a user names for a trained model: finding the inputs (images at any depth, or `.npy` vectors for
+feature models; reading images is `iiae.data.image_io`), and what `iiae translate`, `embed` and `retrieve` share to keep users' files safe: an output is refused in one line
 when it resolves (links and `..` included) to an input file or into an input or model folder (`refuse_overwrite`,
 `model_folders`) or is a link or a folder (`plain_output`); paths, numbers and devices on the command line are
 checked in one line (`path_kind`, `whole_number`), as is untrusted text quoted in a message
@@ -18,15 +14,14 @@ import signal
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .data.prepare.images import IMAGE_SUFFIXES, image_files, resize_square
-from .errors import UserError, shown
+from iiae.data.prepare.images import IMAGE_SUFFIXES, image_files
+from iiae.errors import UserError, shown
 
-ImageSource = Union[str, os.PathLike, Any]  # a path, or a PIL image (PIL is imported lazily)
 FEATURE_SUFFIXES = (".npy",)
 
 
@@ -71,39 +66,6 @@ def find_inputs(path: str | os.PathLike, kind: str = "image", option: str = "--i
     return path, files
 
 
-def _open(source: ImageSource):
-    from PIL import Image
-
-    if isinstance(source, Image.Image):
-        return source
-    try:
-        with Image.open(source) as image:
-            image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"{source}: unreadable image ({err})") from None
-    return image
-
-
-def load_images(sources: Iterable[ImageSource], size: int, changed: Counter | None = None) -> torch.Tensor:
-    """Images (PIL or paths) → float [B, 3, size, size] in [−1, 1], made as the training shards were: converted to
-    RGB (16-bit scaled, transparency on white) and resized square (area filter when shrinking, bicubic when
-    enlarging). `changed` counts what was done ("resized from 256×256", "converted from L")."""
-    from .data.transforms import to_tensor
-
-    arrays = []
-    for source in sources:
-        image = _open(source)
-        if changed is not None:
-            if image.size != (size, size):
-                changed[f"resized from {image.width}×{image.height}"] += 1
-            if image.mode != "RGB":
-                changed[f"converted from {image.mode}"] += 1
-        arrays.append(resize_square(image, size))
-    if not arrays:
-        raise ValueError("no images given")
-    return to_tensor(arrays, None)
-
-
 def load_features(paths: Sequence[Path], dim: int) -> torch.Tensor:
     """`.npy` vectors of length `dim` → float32 [B, dim]; one-line UserError naming a file of another shape."""
     rows = []
@@ -116,22 +78,6 @@ def load_features(paths: Sequence[Path], dim: int) -> torch.Tensor:
             raise UserError(f"{path}: holds an array of shape {value.shape}; the model reads vectors of shape ({dim},)")
         rows.append(value.astype(np.float32))
     return torch.from_numpy(np.stack(rows))
-
-
-def to_uint8(v: torch.Tensor) -> torch.Tensor:
-    """[..., C, H, W] in [-1, 1] → [..., C, H, W] uint8 with three channels (greyscale is repeated)."""
-    v = ((v.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return torch.cat([v] * 3, dim=-3) if v.shape[-3] == 1 else v
-
-
-def to_pil(images: torch.Tensor) -> list:
-    """Float images [B, C, H, W] in [−1, 1] (what the decoders return) → a list of PIL RGB images."""
-    from PIL import Image
-
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images [B, 3, H, W] (or [B, 1, H, W]) in [-1, 1], got shape {tuple(images.shape)}")
-    pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
 
 
 def notice(changed: Counter, total: int, size: int) -> None:
@@ -161,7 +107,7 @@ def whole_number(raw: Union[str, int], option: str, *, low: int = 1, high: Optio
 def model_folders(run: Union[str, os.PathLike]) -> list[tuple[str, Path]]:
     """The folders an output must stay out of for RUN: the model folder (a run's best/) and a run's checkpoints/;
     for a Hub id, the Hugging Face cache its files come from."""
-    from .run_dir import resolve_run
+    from iiae.models.loading import resolve_run
 
     weights, run_dir = resolve_run(run)
     if weights is None:
@@ -200,7 +146,7 @@ def refuse_overwrite(option: str, out: Union[str, os.PathLike], *, files: Iterab
 
 def plain_output(path: Union[str, os.PathLike], option: str, what: str) -> Path:
     """`iiae.safe_files.refuse_link` (absent or a regular file: no link, no folder) with the option named."""
-    from .safe_files import refuse_link
+    from iiae.safe_files import refuse_link
 
     try:
         return refuse_link(path, what)

@@ -24,9 +24,9 @@ from typing import Optional
 
 import torch
 
-from .errors import UserError
-from .image_files import to_uint8
-from .progress import progress_bar
+from iiae.errors import UserError
+from iiae.data.image_io import to_uint8
+from iiae.progress import progress_bar
 
 PRIOR_DRAWS = 8
 REAL_SPREAD = math.sqrt((256 ** 2 - 1) / 12)  # std of a uniform draw from {0, ..., 255}
@@ -71,8 +71,8 @@ def _scale(v: torch.Tensor) -> torch.Tensor:
 def colour_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
                    seed: int = 0, progress: bool = True) -> dict:
     """The keys of the module docstring, averaged over the pairs of `split` (the first `limit`)."""
-    from .data import iter_eval_batches
-    from .models.iiae import eval_mode
+    from iiae.data import iter_eval_batches
+    from iiae.models.iiae import eval_mode
 
     if not has_colours(info):
         raise UserError(f"dataset {info.name}: colour fidelity needs MNIST-CDCB pairs with their colours "

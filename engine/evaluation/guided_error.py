@@ -11,9 +11,9 @@ from typing import Optional
 
 import torch
 
-from .models.iiae import eval_mode
-from .progress import progress_bar
-from .image_files import to_uint8
+from iiae.models.iiae import eval_mode
+from iiae.progress import progress_bar
+from iiae.data.image_io import to_uint8
 
 DIRECTIONS = {"x2y": ("x", "y"), "y2x": ("y", "x")}
 
@@ -35,7 +35,7 @@ def l1_psnr(pred: torch.Tensor, true: torch.Tensor) -> tuple[float, float]:
 def translation_error(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
                       progress: bool = True) -> dict:
     """Keys `guided_{l1,psnr}_{x2y,y2x}`, `reconstruction_{l1,psnr}_{x,y}` and `copy_{l1,psnr}_{x2y,y2x}`."""
-    from .data import iter_eval_batches
+    from iiae.data import iter_eval_batches
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sums: dict[str, list[float]] = {}

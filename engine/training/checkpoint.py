@@ -16,15 +16,17 @@ from typing import Optional
 import torch
 from accelerate import Accelerator
 
-from .errors import UserError, first_line, write_failure
-from .safe_files import atomic_write, safe_dir
+from iiae.errors import UserError, first_line, write_failure
+from iiae.safe_files import atomic_write, safe_dir
 
 PATTERN = re.compile(r"^checkpoint_(\d+)$")
 STATE_FILE = "train_state.json"  # the loop's own state (step, data position, seeds, selection), JSON
 
 
 def checkpoint_dir(run: Path) -> Path:
-    return Path(run) / "checkpoints"
+    from iiae.run_dir import RunDir
+
+    return RunDir(run).checkpoints
 
 
 def complete_checkpoints(run: Path) -> list[Path]:

@@ -25,8 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import UserError
-from .progress import progress_bar
+from iiae.errors import UserError
+from iiae.progress import progress_bar
 
 SIZE = 32  # classifiers see every image at 32 px: digits stay legible and training takes seconds on CPU
 SAMPLES = 3
@@ -97,7 +97,7 @@ def classify(clf: Classifier, v: torch.Tensor, batch_size: int = 512) -> torch.T
 
 
 def _load_train(info, device, limit: int = MAX_TRAIN) -> dict[str, torch.Tensor]:
-    from .data import iter_eval_batches
+    from iiae.data import iter_eval_batches
 
     keep: dict[str, list[torch.Tensor]] = {"x": [], "y": [], "cls": []}
     for batch in iter_eval_batches(info, "train", 256, image_size=SIZE, limit=limit):  # the loader resizes
@@ -160,8 +160,8 @@ def fidelity_metrics(model, info, split: str, *, cache_dir: Optional[str | Path]
                      batch_size: int = 256, limit: Optional[int] = None, device=None, seed: int = 0,
                      progress: bool = True) -> dict:
     """translation_accuracy_x2y/_y2x, translation_diversity_x2y/_y2x and classifier_accuracy_x/_y on `split`."""
-    from .data import iter_eval_batches
-    from .models import eval_mode
+    from iiae.data import iter_eval_batches
+    from iiae.models import eval_mode
 
     if info.kind != "image":
         raise UserError(f"dataset {info.name} holds features: translation fidelity applies to image datasets")

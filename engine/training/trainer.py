@@ -17,22 +17,23 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 
-from .checkpoint import Checkpointer, chosen_checkpoint, latest_checkpoint, load_checkpoint, set_aside_after
-from .config import Recipe, save_recipe
-from .device import resolve_device
-from .divergence import FiniteWatch
-from .errors import DataError
-from .metric_logger import MetricLogger
-from .models import IIAE, check_fits, input_kind
-from .objective import TERMS, annealing, iiae_loss
-from .progress import progress_bar
-from .resume import recipe_changes, stretch_schedule
-from .run_dir import RunDir, check_shared_folder, claim_output_dir
-from .safe_files import atomic_write
-from .sample_grids import SampleGrids
-from .selection import Selector, Validation
-from .shutdown import StopFlag, end_run
-from .train_state import TrainState
+from iiae.training.checkpoint import Checkpointer, chosen_checkpoint, latest_checkpoint, load_checkpoint, set_aside_after
+from iiae.config import Recipe, save_recipe
+from iiae.device import resolve_device
+from iiae.training.nonfinite import FiniteWatch
+from iiae.errors import DataError
+from iiae.training.metric_logger import MetricLogger
+from iiae.models import IIAE, check_fits, input_kind
+from iiae.models.objective import TERMS, annealing, iiae_loss
+from iiae.progress import progress_bar
+from iiae.training.resume import recipe_changes, stretch_schedule
+from iiae.run_dir import RunDir
+from iiae.training.run_folder import check_shared_folder, claim_output_dir
+from iiae.safe_files import atomic_write
+from iiae.training.sample_grids import SampleGrids
+from iiae.training.selection import Selector, Validation
+from iiae.training.shutdown import StopFlag, end_run
+from iiae.training.state import TrainState
 
 
 def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Optional[str] = None) -> Accelerator:
@@ -70,7 +71,7 @@ def check_trackers_installed(trackers: list[str]) -> None:
     """A requested tracker whose package is missing: one line at start (accelerate would drop it or fail later)."""
     from accelerate import utils
 
-    from .errors import UserError
+    from iiae.errors import UserError
 
     for name in trackers:
         if not getattr(utils, f"is_{name}_available")():
@@ -88,8 +89,8 @@ def _cast_buffers_like_parameters(model: torch.nn.Module) -> None:
 
 def _init_weights(model: IIAE, source: str) -> None:
     """`train.init_from`: the weights of another model with the same architecture, or one line saying why not."""
-    from .errors import UserError
-    from .run_dir import load_model
+    from iiae.errors import UserError
+    from iiae.models.loading import load_model
 
     other = load_model(source)
     try:
@@ -103,9 +104,9 @@ def _init_weights(model: IIAE, source: str) -> None:
 def _resume_changes(recipe: Recipe, run: RunDir, resume: bool, overwrite: bool) -> Optional[dict]:
     """The allowed recipe changes of a resume (refused ones raise before anything is written); None when this
     start resumes nothing. The run's own files a resume reads are checked here too, before anything is written."""
-    from .errors import UserError
-    from .metric_logger import read_tracker_ids
-    from .safe_files import refuse_link
+    from iiae.errors import UserError
+    from iiae.training.metric_logger import read_tracker_ids
+    from iiae.safe_files import refuse_link
 
     if not resume or overwrite or latest_checkpoint(run.root) is None:
         return None
@@ -171,7 +172,7 @@ class Trainer:
         main = accelerator.is_main_process
         info, checkpoint, changes = None, None, None
         if run is not None:
-            from .data import load_dataset_info, train_batches_per_epoch
+            from iiae.data import load_dataset_info, train_batches_per_epoch
 
             # the main process checks the shards (other ranks only read dataset.json)
             info = load_dataset_info(recipe.data.root, verify=recipe.data.verify_mode if main else "none")
@@ -288,7 +289,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------------------------
     def batches(self) -> Iterator[dict]:
         """Micro-batches forever, epoch after epoch, recording the position in the state for exact resume."""
-        from .data import make_train_loader
+        from iiae.data import make_train_loader
 
         acc, state = self.accelerator, self.state
         while True:

@@ -1,10 +1,5 @@
-"""Translation and exclusive-swap grids (einops + PIL), `iiae translate RUN --data DIR --out grid.png`, and
-translations of image files: `iiae translate RUN --input IMG_OR_DIR --to y --out DIR`.
-
-Translation grid, per direction (X->Y block, then Y->X): each row is the input, three translations with the
-exclusive code drawn from N(0, I), the guided translation (the exclusive code of the true partner), and the
-target. Swap grid, per domain: cell (i, j) decodes the shared code of image i with the exclusive code of image j.
-Tiles narrower than 64 px are enlarged (nearest) so the column labels fit and 32-px images stay readable.
+"""`iiae translate RUN --data DIR --out grid.png` (the translation and exclusive-swap grids of `iiae.grids` on a
+dataset split) and translations of image files: `iiae translate RUN --input IMG_OR_DIR --to y --out DIR`.
 
 Output names of `--input`: a `.png` input keeps its relative path (`A/0001.png` → `<out>/A/0001.png`); any other
 input gets `.png` appended to its whole name (`a.jpg` → `a.jpg.png`), so `a.jpg` and `a.png` never meet. A name
@@ -19,127 +14,19 @@ SIGTERM stops cleanly (exit 143): what is there is complete.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
 import torch
-from einops import rearrange, repeat
-from PIL import Image, ImageDraw, ImageFont
+from einops import rearrange
+from PIL import Image
 
-from .errors import UserError
-from .image_files import to_uint8
-from .safe_files import atomic_path, safe_dir
+from iiae.errors import UserError
+from iiae.data.image_io import to_uint8
+from iiae.grids import SAMPLES, model_device, swap_grid, tile_grid, translation_grid, vstack
+from iiae.safe_files import atomic_path, safe_dir
 
-MIN_TILE = 64  # px: tiles are upscaled by an integer factor to at least this
-PAD = 2  # px of white between tiles and around the grid
-HEADER = 14  # px: the band of column labels
-TITLE = 16  # px: the band holding a block's title
-SAMPLES = 3
 MAX_N = 64  # --n: translations per file or grid rows; more is no longer a readable strip or grid (a swap grid is n²)
-TRANSLATION_HEADERS = ["input", "sample 1", "sample 2", "sample 3", "guided", "target"]
-
-
-def tile_size(image_size: int) -> int:
-    return image_size * math.ceil(MIN_TILE / image_size)
-
-
-def grid_size(rows: int, cols: int, image_size: int, *, headers: bool = True, title: bool = True) -> tuple[int, int]:
-    """(width, height) in pixels of `tile_grid` output: what callers and tests can rely on."""
-    t = tile_size(image_size)
-    return cols * (t + PAD) + PAD, TITLE * title + HEADER * headers + rows * (t + PAD) + PAD
-
-
-def tile_grid(tiles: torch.Tensor, headers: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Image.Image:
-    """Lay out tiles [R, K, C, H, W] (in [-1, 1]; NaN = blank) as an R x K grid with column labels and a title."""
-    rows, cols, _, h, _ = tiles.shape  # square tiles
-    if headers is not None and len(headers) != cols:
-        raise ValueError(f"{len(headers)} headers for {cols} columns")
-    blank = torch.isnan(tiles).flatten(2).all(2)
-    img = to_uint8(tiles.nan_to_num(1.0))
-    img[blank] = 255
-    t = tile_size(h)
-    img = repeat(img, "r k c h w -> r k c (h sh) (w sw)", sh=t // h, sw=t // h)
-    img = torch.nn.functional.pad(img, (0, PAD, 0, PAD), value=255)  # white right/bottom margin per tile
-    body = rearrange(img, "r k c h w -> (r h) (k w) c").numpy()
-    width, height = grid_size(rows, cols, h, headers=headers is not None, title=title is not None)
-    canvas = Image.new("RGB", (width, height), "white")
-    top = TITLE * (title is not None) + HEADER * (headers is not None)
-    canvas.paste(Image.fromarray(body), (PAD, top + PAD))
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
-    if title is not None:
-        draw.text((PAD + 2, 2), title, fill="black", font=font)
-    for k, label in enumerate(headers or []):
-        x = PAD + k * (t + PAD) + (t - draw.textlength(label, font=font)) / 2
-        draw.text((max(x, PAD + k * (t + PAD)), TITLE * (title is not None) + 2), label, fill="black", font=font)
-    return canvas
-
-
-def vstack(images: Sequence[Image.Image]) -> Image.Image:
-    """Images one under the other, left-aligned, on white."""
-    out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
-    top = 0
-    for im in images:
-        out.paste(im, (0, top))
-        top += im.height
-    return out
-
-
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def translation_tiles(model, src: torch.Tensor, dst: torch.Tensor, to_domain: str,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """[B, 6, C, H, W]: input, three N(0, I) translations, the guided one (dst's exclusive code), the target."""
-    samples = model.translate(src, to_domain, n=SAMPLES, generator=generator)
-    guided = model.translate(src, to_domain, exclusive=model.encode_exclusive(dst, to_domain))
-    return torch.stack([src, *samples, guided, dst], dim=1)
-
-
-def translation_grid(model, x: torch.Tensor, y: torch.Tensor, n_rows: int = 4,
-                     generator: Optional[torch.Generator] = None) -> Image.Image:
-    """Both directions for the first `n_rows` pairs: an X→Y block over a Y→X block (see the module doc).
-
-    Runs in eval mode without gradients and restores the model's mode; the inputs are not modified."""
-    from .models import eval_mode
-
-    if x.dim() != 4:
-        raise ValueError(f"translation grids need images [B, C, H, W], got shape {tuple(x.shape)}")
-    device = _model_device(model)
-    x, y = x[:n_rows].to(device), y[:n_rows].to(device)
-    with eval_mode(model):
-        blocks = [
-            tile_grid(translation_tiles(model, x, y, "y", generator), TRANSLATION_HEADERS, "X -> Y"),
-            tile_grid(translation_tiles(model, y, x, "x", generator), TRANSLATION_HEADERS, "Y -> X"),
-        ]
-    return vstack(blocks)
-
-
-@torch.no_grad()
-def swap_tiles(model, v: torch.Tensor, domain: str) -> torch.Tensor:
-    """[n+1, n+1, C, H, W]: row 0 the exclusive sources, column 0 the shared sources (corner blank), and cell
-    (i, j) = decode(shared code of v[i-1], exclusive code of v[j-1])."""
-    n = v.shape[0]
-    z_s, z_d = model.encode_shared(v, domain), model.encode_exclusive(v, domain)
-    cells = model.decode(repeat(z_s, "i ... -> (i j) ...", j=n), repeat(z_d, "j d -> (i j) d", i=n), domain)
-    cells = rearrange(cells, "(i j) c h w -> i j c h w", i=n)
-    corner = torch.full_like(v[:1], float("nan"))
-    top = torch.cat([corner, v])[None]  # [1, n+1, ...]
-    body = torch.cat([v[:, None], cells], dim=1)  # [n, n+1, ...]
-    return torch.cat([top, body])
-
-
-def swap_grid(model, v: torch.Tensor, domain: str, n: Optional[int] = None) -> Image.Image:
-    """The exclusive-swap grid of the first `n` images (default all) of one domain; eval mode, mode restored."""
-    from .models import eval_mode
-
-    v = v[:n].to(_model_device(model))
-    with eval_mode(model):
-        tiles = swap_tiles(model, v, domain)
-    headers = ["shared"] + [f"excl. {j + 1}" for j in range(v.shape[0])]
-    return tile_grid(tiles, headers, f"{domain}: shared code of the row, exclusive code of the column")
 
 
 # ---- image files -------------------------------------------------------------------------------------------
@@ -187,7 +74,7 @@ def check_outputs(out: Path, targets: Sequence[Path], inputs: Sequence[Path],
     """Before anything is written: one line when --out is an existing file, or when any output would replace an
     input, land in one of `folders`, or be written through a link or onto a folder (`out` itself may be a link
     the user named; below it nothing is followed)."""
-    from .image_files import path_kind, plain_output, refuse_overwrite
+    from iiae.inference.image_files import path_kind, plain_output, refuse_overwrite
 
     if path_kind(out, "--out") not in ("missing", "folder"):
         raise UserError(f"--out {out}: is an existing file; expected a folder (new or existing) for the translations")
@@ -218,12 +105,13 @@ def translate_files(model, files: list[Path], root: Path, to_domain: str, out: P
     notice on stderr. Returns the files written, the contact sheet last."""
     from collections import Counter
 
-    from .image_files import load_images, make_folder, notice, one_file
-    from .models import eval_mode
-    from .models.iiae import OTHER
-    from .progress import progress_bar
+    from iiae.inference.image_files import make_folder, notice, one_file
+    from iiae.data.image_io import load_images
+    from iiae.models import eval_mode
+    from iiae.models.iiae import OTHER
+    from iiae.progress import progress_bar
 
-    device, size = _model_device(model), model.cfg.image_size
+    device, size = model_device(model), model.cfg.image_size
     targets, sheet_path = output_paths(files, root, out)
     changed: Counter = Counter()
     guide = style = None
@@ -278,7 +166,9 @@ def translate_files(model, files: list[Path], root: Path, to_domain: str, out: P
 
 # ---- CLI ----------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR_OR_HUB_ID", help="run dir (uses <run>/best), model folder, or Hub repo id")
+    from iiae.models.loading import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--input", metavar="IMG_OR_DIR",
                    help="translate these image files (of the other domain than --to) instead of drawing grids")
     p.add_argument("--to", choices=("x", "y"), help="with --input: the domain to translate into")
@@ -293,13 +183,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"at most {MAX_N}")
     p.add_argument("--split", default="test", help="grids: the dataset split to draw from")
     p.add_argument("--seed", default=0, help="seed of the N(0, I) exclusive codes")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
 
 
 def _run_files(args: argparse.Namespace, n: Optional[int], seed: int) -> int:
-    from .image_files import find_inputs, model_folders, stop_on_sigterm
-    from .device import resolve_device
-    from .run_dir import load_model
+    from iiae.inference.image_files import find_inputs, model_folders, stop_on_sigterm
+    from iiae.device import resolve_device
+    from iiae.models.loading import load_model
 
     if args.to is None:
         raise UserError("--to: required with --input (x or y: the domain to translate into)")
@@ -327,12 +216,12 @@ def _run_files(args: argparse.Namespace, n: Optional[int], seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .data import iter_eval_batches, load_dataset_info
-    from .image_files import (
+    from iiae.data import iter_eval_batches, load_dataset_info
+    from iiae.inference.image_files import (
         make_folder, model_folders, one_file, refuse_overwrite, stop_on_sigterm, whole_number,
     )
-    from .device import resolve_device
-    from .run_dir import data_root, load_model, resolve_run
+    from iiae.device import resolve_device
+    from iiae.models.loading import data_root, load_model, resolve_run
 
     # counts first, before any model work: a huge --n would allocate n translations per input (n² for a swap grid)
     n = None if args.n is None else whole_number(args.n, "--n", high=MAX_N)

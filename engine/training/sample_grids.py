@@ -13,7 +13,7 @@ class SampleGrids:
     image datasets only, main process only."""
 
     def __init__(self, recipe, info, path_of: Callable[[int], Path], main_process: bool, n: int = 8):
-        from .data import iter_eval_batches
+        from iiae.data import iter_eval_batches
 
         self.every, self.path_of = recipe.train.sample_every, path_of
         self.batch = None
@@ -28,14 +28,14 @@ class SampleGrids:
         step = trainer.state.step
         if self.batch is None or not self.due(step):
             return
-        from .translate import translation_grid
+        from iiae.grids import translation_grid
 
         device = trainer.accelerator.device
         gen = torch.Generator(device="cpu").manual_seed(0)
         x, y = self.batch["x"].to(device), self.batch["y"].to(device)
-        from .metric_logger import log_images
+        from iiae.training.metric_logger import log_images
 
-        from .safe_files import atomic_path, safe_dir
+        from iiae.safe_files import atomic_path, safe_dir
 
         path = self.path_of(step)
         safe_dir(path.parent, "the run's samples folder")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
+from iiae.evaluation.retrieval_metrics import EXCLUSIVE_RECALL, SHARED_RECALL
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Validation:
         self.last: Optional[tuple[int, dict]] = None  # (step, metrics) of the newest validation
 
     def metrics(self, model, device, split: Optional[str] = None) -> dict:
-        from .evaluate import evaluate
+        from iiae.evaluation.evaluate import evaluate
 
         limit = self.recipe.data.valid_limit if self.info.layout == "paired" else None
         return evaluate(model, self.info, split or self.recipe.data.valid_split, limit=limit, device=device)
@@ -105,17 +105,20 @@ def save_best(model, best: Path, step: int, metrics: dict, recipe) -> None:
     moment leaves a best/ that loads."""
     import tempfile
 
-    from .config import save_recipe
-    from .safe_files import TEMP_PREFIX, refuse_link, safe_dir
+    from iiae.config import save_recipe
+    from iiae.run_dir import ModelFolder
+    from iiae.safe_files import TEMP_PREFIX, refuse_link, safe_dir
 
     safe_dir(best, "the run's best/ folder")
     # a new name each time (mkdtemp: never an existing folder or link), so nothing is written outside the run
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=best))
     try:
         model.save_pretrained(tmp, model_card_kwargs={"recipe": recipe, "metrics": metrics})
-        save_recipe(recipe, tmp / "recipe.yaml")
-        (tmp / "selection.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
-        names = sorted(p.name for p in tmp.iterdir() if p.name != "selection.json") + ["selection.json"]
+        staged = ModelFolder(tmp)
+        save_recipe(recipe, staged.recipe)
+        staged.selection.write_text(json.dumps({"step": step, **metrics}, indent=2))
+        last = staged.selection.name  # written last: its presence says the rest is complete
+        names = sorted(p.name for p in tmp.iterdir() if p.name != last) + [last]
         for name in names:  # a folder (or other non-file) where a file goes: refused before any is replaced
             refuse_link(best / name, f"best/{name} (a regular file the engine writes)")
         for name in names:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import UserError
+from iiae.errors import UserError
 
 # keys (or sections, ending in ".") a resumed run may change
 ALLOWED = ("name", "train.", "data.root", "data.num_workers", "data.cache", "data.verify", "data.valid_limit",

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError, shown
+from iiae.errors import UserError, shown
 
 BATCH = 64
 FORMATS = (".safetensors", ".npz")
@@ -77,26 +77,27 @@ def relative_name(name: Any) -> bool:
     return all(part not in ("", ".", "..") for part in parts)
 
 
-@torch.no_grad()
 def embed_files(model, files: list[Path], domain: str, which: str = "shared", progress: bool = True) -> torch.Tensor:
     """Flattened means [N, D] (CPU, float32) of r^domain (which="shared") or q(z^domain | domain) ("exclusive") for
     image files (resized as training data was, with a notice) or `.npy` vectors (feature models)."""
-    from .image_files import load_features, load_images, notice
-    from .progress import progress_bar
+    from iiae.data.image_io import load_images
+    from iiae.evaluation.codes import encode_batches
+    from iiae.inference.image_files import load_features, notice
 
-    encode = {"shared": model.encode_shared, "exclusive": model.encode_exclusive}[which]
-    device, image = next(model.parameters()).device, len(model.input_shape) == 3
+    image = len(model.input_shape) == 3
     changed: Counter = Counter()
-    out = []
-    with progress_bar(total=len(files), unit="file", desc=f"embedding {domain}", disable=not progress) as bar:
+
+    def batches():
         for start in range(0, len(files), BATCH):
             chunk = files[start:start + BATCH]
-            v = load_images(chunk, model.cfg.image_size, changed) if image else load_features(chunk, model.cfg.feature_dim)
-            out.append(encode(v.to(device), domain).flatten(1).float().cpu())
-            bar.update(len(chunk))
+            yield {domain: load_images(chunk, model.cfg.image_size, changed) if image
+                   else load_features(chunk, model.cfg.feature_dim)}
+
+    (codes,), _, _ = encode_batches(model, batches(), [(domain, which)], progress=progress, total=len(files),
+                                    desc=f"embedding {domain}", unit="file")
     if image:
         notice(changed, len(files), model.cfg.image_size)
-    return torch.cat(out)
+    return codes.cpu()
 
 
 def _checked(path: Path, codes: Any, files: Any, meta: Any) -> Embeddings:
@@ -140,8 +141,8 @@ def save_embeddings(e: Embeddings, path: Path) -> None:
     a file this writes is always one it reads back."""
     import numpy as np
 
-    from .image_files import make_folder
-    from .safe_files import atomic_path
+    from iiae.inference.image_files import make_folder
+    from iiae.safe_files import atomic_path
 
     e = _checked(path, e.codes, list(e.files), e.meta())
     make_folder(path.parent, "--out")
@@ -205,7 +206,7 @@ def load_embeddings(path: Path) -> Embeddings:
     except UserError:
         raise
     except Exception as err:  # damaged file, another program's file, a pickled array
-        from .errors import first_line
+        from iiae.errors import first_line
 
         raise UserError(f"{path}: not an `iiae embed` file ({type(err).__name__}: {first_line(err)})") from None
     return _checked(path, codes, files, meta)
@@ -213,22 +214,23 @@ def load_embeddings(path: Path) -> Embeddings:
 
 # ---- CLI ----------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR_OR_HUB_ID", help="run dir (uses <run>/best), model folder, or Hub repo id")
+    from iiae.models.loading import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--input", required=True, metavar="IMG_OR_DIR", help="image file or folder (any depth)")
     p.add_argument("--domain", required=True, choices=("x", "y"), help="which domain the files are")
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help=f"output file ({' or '.join(FORMATS)})")
     p.add_argument("--which", choices=("shared", "exclusive"), default="shared",
                    help="shared codes (r means: cross-domain search, default) or exclusive (q means)")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .image_files import (
+    from iiae.inference.image_files import (
         find_inputs, model_folders, one_file, plain_output, refuse_overwrite, stop_on_sigterm,
     )
-    from .models import input_kind
-    from .device import resolve_device
-    from .run_dir import load_model
+    from iiae.models import input_kind
+    from iiae.device import resolve_device
+    from iiae.models.loading import load_model
 
     if args.out.suffix not in FORMATS:
         raise UserError(f"--out {args.out}: expected a {' or '.join(FORMATS)} file name")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .selection import Selector
+from iiae.training.selection import Selector
 
 
 @dataclass

@@ -19,14 +19,14 @@ from typing import Optional
 
 import torch
 
-from .errors import UserError, shown
+from iiae.errors import UserError, shown
 
 PICTURE_ROWS = 16  # queries shown in the picture (all are in the JSON)
 
 
 def _gallery_file(path: Path, domain: str, run: str, sha256: str):
     """The Embeddings of an `iiae embed` file, checked against the model: its weights hash, domain and codes."""
-    from .embed import load_embeddings
+    from iiae.inference.embed import load_embeddings
     e = load_embeddings(path)
     if e.which != "shared" or e.domain != domain:
         raise UserError(f"--gallery {path}: holds {e.which} codes of domain {e.domain}; expected shared codes of "
@@ -41,7 +41,7 @@ def _gallery_file(path: Path, domain: str, run: str, sha256: str):
 def _recorded_root_under(root: str, query: str) -> Optional[Path]:
     """An embedding file's recorded root, only where it is (links followed) the --query folder or inside it: a
     folder this command line names. Else None: a recorded root is information, never a path to open."""
-    from .image_files import path_kind
+    from iiae.inference.image_files import path_kind
 
     named, recorded = Path(query).expanduser(), Path(root)
     if path_kind(named, "--query") != "folder" or not recorded.is_absolute():
@@ -54,8 +54,8 @@ def gallery_images(folder: Path, names: list[str]) -> list[Optional[Path]]:
     """Where the picture may read each recorded gallery name: under `folder` (named on this command line), the
     name relative and the file, links followed, still inside `folder`; None where not (an embedding file's names
     are never trusted, nor is its recorded root opened)."""
-    from .embed import relative_name
-    from .image_files import is_file
+    from iiae.inference.embed import relative_name
+    from iiae.inference.image_files import is_file
 
     top = folder.resolve()
     out: list[Optional[Path]] = []
@@ -69,8 +69,9 @@ def gallery_images(folder: Path, names: list[str]) -> list[Optional[Path]]:
 def picture(queries: list[Path], gallery: list[Optional[Path]], indices: torch.Tensor, size: int, title: str):
     """Rows: a query, then its top-k gallery images (best first), at the model's resolution; or None when one of
     those gallery images is missing (None in `gallery`, or no longer a file)."""
-    from .image_files import is_file, load_images
-    from .translate import tile_grid
+    from iiae.inference.image_files import is_file
+    from iiae.data.image_io import load_images
+    from iiae.grids import tile_grid
 
     drawn = queries[:PICTURE_ROWS]
     paths = [[gallery[j] for j in row] for row in indices[:PICTURE_ROWS].tolist()]
@@ -83,7 +84,9 @@ def picture(queries: list[Path], gallery: list[Optional[Path]], indices: torch.T
 
 # ---- CLI ----------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR_OR_HUB_ID", help="run dir (uses <run>/best), model folder, or Hub repo id")
+    from iiae.models.loading import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--query", required=True, metavar="IMG_OR_DIR", help="query file or folder")
     p.add_argument("--gallery", required=True, type=Path, metavar="DIR_OR_EMBEDDINGS",
                    help="folder of the other domain's files, or an `iiae embed` file of their shared codes")
@@ -98,21 +101,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: euclidean (squared) for image models, cosine for feature models")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON of the matches (default results.json); "
                                                                          "the picture goes beside it as <stem>.png")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .embed import FORMATS, Embeddings, check_finite, embed_files, weights_sha256
-    from .image_files import (
+    from iiae.inference.embed import FORMATS, Embeddings, check_finite, embed_files, weights_sha256
+    from iiae.inference.image_files import (
         find_inputs, make_folder, model_folders, one_file, path_kind, plain_output, refuse_overwrite,
         stop_on_sigterm, whole_number,
     )
-    from .models import input_kind
-    from .models.iiae import OTHER
-    from .retrieval import top_k
-    from .device import resolve_device
-    from .run_dir import load_model
-    from .safe_files import atomic_path, atomic_write
+    from iiae.models import input_kind
+    from iiae.models.iiae import OTHER
+    from iiae.evaluation.retrieval_metrics import top_k
+    from iiae.device import resolve_device
+    from iiae.models.loading import load_model
+    from iiae.safe_files import atomic_path, atomic_write
 
     k = whole_number(args.k, "-k")
     out = args.out.expanduser()

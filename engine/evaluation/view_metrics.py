@@ -20,13 +20,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
-from .models.iiae import eval_mode
-from .progress import progress_bar
-from .retrieval import nearest
-from .image_files import to_uint8
-from .translate import tile_grid
-from .translation_error import l1_psnr
+from iiae.errors import UserError
+from iiae.models.iiae import eval_mode
+from iiae.progress import progress_bar
+from iiae.evaluation.retrieval_metrics import nearest
+from iiae.data.image_io import to_uint8
+from iiae.grids import tile_grid
+from iiae.evaluation.guided_error import l1_psnr
 
 AZIMUTHS, ELEVATIONS = 23, 4  # Y azimuths 1..23 per elevation
 PER_CAR = AZIMUTHS * ELEVATIONS
@@ -48,7 +48,7 @@ def _views(info, split: str) -> tuple[list[int], torch.Tensor]:
 
 def _load(info, split: str, size: int, batch_size: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """All x and y of a split as uint8 [N,3,S,S] (in key order, checked), to keep a training split in memory."""
-    from .data import iter_eval_batches
+    from iiae.data import iter_eval_batches
 
     xs, ys, keys = [], [], []
     total = info.split(split).count

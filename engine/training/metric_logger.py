@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .objective import TERMS
-from .errors import UserError
-from .retrieval import EXCLUSIVE_RECALL, SHARED_RECALL
-from .safe_files import atomic_path, atomic_write, open_append, refuse_link
+from iiae.models.objective import TERMS
+from iiae.errors import UserError
+from iiae.evaluation.retrieval_metrics import EXCLUSIVE_RECALL, SHARED_RECALL
+from iiae.run_dir import RunDir
+from iiae.safe_files import atomic_path, atomic_write, open_append, refuse_link
 
 
 # trackers whose runs have an id the run folder keeps, so a resume continues the same tracker run
@@ -23,7 +24,7 @@ _RUN_ID = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,128}")
 def read_tracker_ids(path: Path) -> dict:
     """`<run>/trackers.json` ({} when absent): {tracker: {"id": run id}}; anything else (a link, not JSON, other
     types, an id with characters a run id never has) is refused in one line: the file is never trusted."""
-    from .run_dir import read_json_object
+    from iiae.run_dir import read_json_object
 
     what = 'tracker run ids, {"wandb": {"id": "<letters, digits, _ . or ->"}}'
     if not refuse_link(path, what).is_file():
@@ -73,7 +74,7 @@ class MetricLogger:
     `train.log_every` steps and on the last one."""
 
     def __init__(self, accelerator, path: Path, recipe, resumed_step: int = 0, run_ids: Optional[Path] = None):
-        from .config import flat_hparams
+        from iiae.config import flat_hparams
 
         self.accelerator, self.path, self.recipe = accelerator, Path(path), recipe
         self.enabled = accelerator.is_main_process
@@ -98,7 +99,7 @@ class MetricLogger:
 
     def plot(self) -> None:
         if self.enabled:
-            plot_curves(self.path, self.path.with_name("curves.png"), title=self.recipe.name)
+            plot_curves(self.path, RunDir(self.path.parent).curves, title=self.recipe.name)
 
     # ---- trainer component ---------------------------------------------------------------------------------
     def due(self, step: int) -> bool:
