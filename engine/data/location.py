@@ -93,7 +93,31 @@ def _allowed(n: int, limit: Optional[int], got: int) -> int:
     return n if limit is None else max(1, min(n, limit - got))
 
 
-class _Command:
+class _Stream:
+    """A binary read stream over `_read(n)` (n > 0): `read()` / `read(-1)` reads to the end, in bounded pieces."""
+
+    def _read(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def read(self, n: Optional[int] = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while part := self._read(1 << 20):
+                parts.append(part)
+            return b"".join(parts)
+        return self._read(n) if n else b""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Command(_Stream):
     """A command's standard output as a binary read stream, with at most `limit` bytes and `seconds` spent
     waiting for them (None: no limit); past either the command is killed — its process group, so a shell's
     children too — and the read raises. At the end of the output a failed command raises OSError."""
@@ -114,13 +138,8 @@ class _Command:
                                 stderr=errors, start_new_session=True)
         return cls(proc, limit=limit, seconds=seconds, errors=errors)
 
-    def read(self, n: Optional[int] = -1) -> bytes:
-        if n is None or n < 0:
-            parts = []
-            while part := self.read(1 << 20):
-                parts.append(part)
-            return b"".join(parts)
-        if self._eof or n == 0:
+    def _read(self, n: int) -> bytes:
+        if self._eof:
             return b""
         n = _allowed(n, self.limit, self.got)
         if self.seconds is not None:
@@ -176,12 +195,6 @@ class _Command:
             if self.errors is not None:
                 self.errors.close()
 
-    def __enter__(self) -> "_Command":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def __del__(self) -> None:
         try:
             self.close()
@@ -192,20 +205,13 @@ class _Command:
         return f"<command {self.proc.args!r}>"
 
 
-class _Capped:
+class _Capped(_Stream):
     """A stream that raises TooLarge once more than `limit` bytes were read from it."""
 
     def __init__(self, stream: Any, limit: int):
         self.stream, self.limit, self.got = stream, limit, 0
 
-    def read(self, n: Optional[int] = -1) -> bytes:
-        if n is None or n < 0:
-            parts = []
-            while part := self.read(1 << 20):
-                parts.append(part)
-            return b"".join(parts)
-        if n == 0:
-            return b""
+    def _read(self, n: int) -> bytes:
         data = self.stream.read(_allowed(n, self.limit, self.got))
         self.got += len(data)
         if self.got > self.limit:
@@ -214,12 +220,6 @@ class _Capped:
 
     def close(self) -> None:
         self.stream.close()
-
-    def __enter__(self) -> "_Capped":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def open_location(location: str, *, limit: Optional[int] = None, seconds: Optional[float] = None) -> BinaryIO:
