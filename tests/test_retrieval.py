@@ -142,3 +142,21 @@ def test_map_at_k_hand_computed():
     assert mean_average_precision_at_k(q, g, q_cls, torch.zeros(6, dtype=torch.long), k=3) == 0.0
     with pytest.raises(ValueError, match="exceeds the gallery"):
         mean_average_precision_at_k(q, g, q_cls, g_cls, k=7)
+
+
+def test_hubness_scores_a_planted_hub():
+    """A gallery with one row at the centre of every query: it is retrieved first by all of them and its
+    k-occurrence stands out; with each query's own partner in the gallery nothing does."""
+    from iiae.evaluation.retrieval_metrics import hubness
+
+    torch.manual_seed(0)
+    queries = torch.randn(50, 8) * 10
+    partners = queries + 0.01 * torch.randn(50, 8)
+    hubbed = torch.cat([partners[:49] + 100.0, torch.zeros(1, 8)])  # row 49 is near everything, the rest far away
+    # k = 1: N_1 is all ones with the partners (no spread: skew 0), one 50 among 49 zeros with the hub
+    assert hubness(queries, partners, k=1) == {"max": 1, "skew": 0.0}
+    planted = hubness(queries, hubbed, k=1)
+    assert planted["max"] == 50 and planted["skew"] == pytest.approx(49 ** 0.5 - 1 / 49 ** 0.5)
+    # the default k = 10 ranks the hubbed gallery above the partners' (which random points skew a little)
+    assert hubness(queries, hubbed)["skew"] > hubness(queries, partners)["skew"]
+    assert 1 < hubness(queries, torch.randn(50, 8) * 10)["max"] < 50  # an unrelated gallery: mild hubs

@@ -18,8 +18,8 @@ import torch
 from iiae.data.prepare import positive_int
 from iiae.errors import UserError
 from iiae.evaluation.codes import encode_batches
-from iiae.evaluation.retrieval_metrics import (EXCLUSIVE_RECALL, SHARED_RECALL, mean_average_precision, mean_average_precision_at_k,
-                        precision_at_k, recall_at_1, recall_at_k)
+from iiae.evaluation.retrieval_metrics import (EXCLUSIVE_RECALL, SHARED_RECALL, hubness, mean_average_precision,
+                                              mean_average_precision_at_k, precision_at_k, recall_at_1, recall_at_k)
 
 RECALL_KS = (5, 10)  # Recall@K beside the paper's Recall@1 (shared codes), as other retrieval papers report
 
@@ -55,7 +55,7 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
                    progress: bool = True) -> dict:
     """Recall@1 both ways on shared (r) and exclusive (q) means over the first `limit` pairs of `split`
     (default all), and Recall@5, @10 on the shared ones: keys recall_at_{1,5,10}_{x2y,y2x},
-    exclusive_recall_at_1_x2y/_y2x (fractions), n."""
+    exclusive_recall_at_1_x2y/_y2x (fractions), hubness_max/_skew_x2y/_y2x of the shared codes (`hubness`), n."""
     from iiae.data import iter_eval_batches
 
     _check_compatible(model, info)
@@ -65,11 +65,14 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     batches = iter_eval_batches(info, split, batch_size, image_size=_image_size(model), limit=limit)
     specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
     (sx, sy, ex, ey), labels, resized = encode_batches(model, batches, specs, device, progress, total)
-    at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in (("x2y", sx, sy), ("y2x", sy, sx))}
+    ways = (("x2y", sx, sy), ("y2x", sy, sx))
+    at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in ways}
+    hubs = {way: hubness(q, g) for way, q, g in ways}  # a diagnostic: do a few gallery codes attract the queries?
     return {
         **dict(zip(SHARED_RECALL, (recall_at_1(sx, sy), recall_at_1(sy, sx)))),
         **{f"recall_at_{k}_{way}": at_k[way][k] for k in RECALL_KS for way in at_k},
         **dict(zip(EXCLUSIVE_RECALL, (recall_at_1(ex, ey), recall_at_1(ey, ex)))),
+        **{f"hubness_{stat}_{way}": hubs[way][stat] for stat in ("max", "skew") for way in hubs},
         "n": len(labels),
         "resized_samples": resized,
     }

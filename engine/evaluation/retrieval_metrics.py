@@ -91,6 +91,23 @@ def top_k(query: torch.Tensor, gallery: torch.Tensor, k: int, metric: str = "euc
     return torch.cat(indices), torch.cat(scores)
 
 
+HUBNESS_K = 10  # the k of the k-occurrence whose skewness measures hubness (Radovanović et al., JMLR 2010)
+
+
+@torch.no_grad()
+def hubness(query: torch.Tensor, gallery: torch.Tensor, k: int = HUBNESS_K, chunk: int = DEFAULT_CHUNK) -> dict:
+    """How unevenly a retrieval uses its gallery (squared Euclidean): `max`, how many queries retrieve the most
+    retrieved gallery row first (1 when every query finds its own partner; large when one row is near everything, a
+    hub), and `skew`, the skewness of the k-occurrence N_k (for each gallery row, how many queries have it among
+    their k nearest): about 0 without hubs, large and positive with them."""
+    first = torch.bincount(nearest(query, gallery, chunk), minlength=gallery.shape[0])
+    among, _ = top_k(query, gallery, k, chunk=chunk)
+    n_k = torch.bincount(among.flatten(), minlength=gallery.shape[0]).double()
+    spread = n_k.std(unbiased=False)
+    skew = (((n_k - n_k.mean()) / spread) ** 3).mean().item() if spread > 0 else 0.0
+    return {"max": int(first.max()), "skew": skew}
+
+
 def recall_at_1(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> float:
     """Fraction of queries whose nearest gallery row is their partner (query i's partner is gallery i)."""
     if query.shape[0] != gallery.shape[0]:
