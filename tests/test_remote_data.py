@@ -40,14 +40,20 @@ class Server:
         self.httpd.server_close()
 
 
+def serve_copy(debug_data, tmp_path, server_class=None):
+    """(local copy of the debug dataset, its URL, the server) for a fixture to yield; stop the server after."""
+    local = tmp_path / "www" / "debug"
+    shutil.copytree(debug_data, local)
+    server = (server_class or Server)(tmp_path / "www")
+    return local, f"{server.url}/debug", server
+
+
 @pytest.fixture
 def served(debug_data, tmp_path):
     """(local copy of the debug dataset, its URL); the server stops after the test."""
-    local = tmp_path / "www" / "debug"
-    shutil.copytree(debug_data, local)
-    server = Server(tmp_path / "www")
-    yield local, f"{server.url}/debug", server
-    server.stop()
+    served = serve_copy(debug_data, tmp_path)
+    yield served
+    served[2].stop()
 
 
 def _recipe(root, *overrides):

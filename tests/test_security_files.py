@@ -347,6 +347,19 @@ def _assert_no_broken_png(out: Path):
                 image.load()  # a truncated PNG raises here
 
 
+def _sigterm_once(proc: subprocess.Popen, ready, poll: float) -> str:
+    """SIGTERM to `proc` as soon as `ready()` (within a minute); its stderr once it has ended."""
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(poll)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+
+
 @pytest.mark.integration  # seconds: a subprocess or a long loop
 def test_sigterm_during_translate_leaves_no_truncated_png(model_dir, tmp_path):
     """A real `python -m iiae translate`, signalled as soon as its first outputs appear."""
@@ -354,15 +367,8 @@ def test_sigterm_during_translate_leaves_no_truncated_png(model_dir, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "iiae", "translate", str(model_dir), "--input", str(src),
                              "--to", "y", "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (out.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".") for p in out.iterdir())):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    stderr = _sigterm_once(proc, lambda: out.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".")
+                                                              for p in out.iterdir()), poll=0.005)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "SIGTERM: stopped" in stderr.strip().splitlines()[-1]
     assert 0 < len(list(out.glob("*.png"))) < 640
@@ -397,15 +403,7 @@ def test_sigterm_in_the_middle_of_a_png_leaves_nothing_half_written(model_dir, i
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(marker), "translate", str(model_dir), "--input",
                              str(images / "A"), "--to", "y", "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    stderr = _sigterm_once(proc, marker.exists, poll=0.01)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     _assert_no_broken_png(out)
     assert len(list(out.glob("*.png"))) <= 1  # stopped after the file it was writing

@@ -30,7 +30,7 @@ from iiae.data.write import write_dataset
 from iiae.errors import DataError
 
 from test_reliability_data import ROOT
-from test_remote_data import Server, _Quiet
+from test_remote_data import Server, _Quiet, serve_copy
 
 SHARD = "train-000000.tar"  # the debug dataset's first train shard: 24 samples
 
@@ -150,11 +150,9 @@ def endless_tar(path):
 @pytest.fixture
 def hostile(debug_data, tmp_path):
     """(local copy of the debug dataset, its URL, the server); the server and its scripts stop after the test."""
-    local = tmp_path / "www" / "debug"
-    shutil.copytree(debug_data, local)
-    server = Hostile(tmp_path / "www")
-    yield local, f"{server.url}/debug", server
-    server.stop()
+    served = serve_copy(debug_data, tmp_path, Hostile)
+    yield served
+    served[2].stop()
 
 
 def edit_info(folder, change):

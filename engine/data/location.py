@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 from urllib.parse import unquote, urlparse
@@ -93,11 +94,12 @@ def _allowed(n: int, limit: Optional[int], got: int) -> int:
     return n if limit is None else max(1, min(n, limit - got))
 
 
-class _Stream:
+class _Stream(ABC):
     """A binary read stream over `_read(n)` (n > 0): `read()` / `read(-1)` reads to the end, in bounded pieces."""
 
+    @abstractmethod
     def _read(self, n: int) -> bytes:
-        raise NotImplementedError
+        """At most n bytes (b"" at the end)."""
 
     def read(self, n: Optional[int] = -1) -> bytes:
         if n is None or n < 0:
@@ -107,8 +109,9 @@ class _Stream:
             return b"".join(parts)
         return self._read(n) if n else b""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop reading and release the source."""
 
     def __enter__(self):
         return self
@@ -280,8 +283,6 @@ def runs_command(root: str) -> bool:
     """Whether reading `root` starts a program with words from `root` itself: a pipe: command, or a scheme
     webdataset hands to a command-line tool (gs://, hf://, s3 through ais, scp://, ...). Local folders, file://
     and http(s) (curl with quoted arguments, above) do not."""
-    from urllib.parse import urlparse
-
     root = str(root).strip()
     if root.lower().startswith("pipe:"):
         return True

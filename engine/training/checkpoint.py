@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from iiae.errors import UserError, first_line, write_failure
+from iiae.run_dir import RunDir
 from iiae.safe_files import atomic_write, safe_dir
 
 PATTERN = re.compile(r"^checkpoint_(\d+)$")
@@ -24,8 +25,6 @@ STATE_FILE = "train_state.json"  # the loop's own state (step, data position, se
 
 
 def checkpoint_dir(run: Path) -> Path:
-    from iiae.run_dir import RunDir
-
     return RunDir(run).checkpoints
 
 
