@@ -11,9 +11,10 @@ from torch import nn
 
 from iiae import cli
 from iiae.config import load_recipe, save_recipe
-from iiae.data import load_dataset_info, write_dataset
+from iiae.data import iter_eval_batches, load_dataset_info, write_dataset
 from iiae.data.samples import encode_sample
 from iiae.errors import UserError
+from iiae.evaluation.codes import encode_batches
 from iiae.evaluation.evaluate import embed, evaluate, paired_metrics, sketchy_metrics
 from iiae.models.loading import load_model
 from iiae.models import IIAE
@@ -172,6 +173,24 @@ def test_eval_cli_writes_metrics(debug_run, capsys):
     assert cli.main(["eval", str(run)]) == 0
     out = capsys.readouterr().out
     assert "recall_at_1_x2y" in out and "wrote" in out
+
+
+def test_eval_cli_diagnose(debug_run, capsys):
+    from iiae.evaluation.code_diagnosis import diagnose
+
+    run, data = debug_run
+    assert cli.main(["eval", str(run), "--data", str(data), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "active_dims" not in plain
+    assert cli.main(["eval", str(run), "--data", str(data), "--json", "--diagnose"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {**plain, **{k: printed[k] for k in printed if k not in plain}}  # added, nothing changed
+    model = load_model(run)
+    info = load_dataset_info(data)
+    batches = iter_eval_batches(info, "test", 64, image_size=model.cfg.image_size)
+    (r_x, r_y), _, _ = encode_batches(model, batches, [("x", "shared"), ("y", "shared")], None, False)
+    expected = diagnose(r_x, r_y)  # the same figures as the module computes on the split's r means
+    assert {k: printed[k] for k in expected} == pytest.approx(expected, nan_ok=True)
 
 
 def test_eval_cli_fidelity(debug_run, capsys, tmp_path, monkeypatch):

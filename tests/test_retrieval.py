@@ -160,3 +160,26 @@ def test_hubness_scores_a_planted_hub():
     # the default k = 10 ranks the hubbed gallery above the partners' (which random points skew a little)
     assert hubness(queries, hubbed)["skew"] > hubness(queries, partners)["skew"]
     assert 1 < hubness(queries, torch.randn(50, 8) * 10)["max"] < 50  # an unrelated gallery: mild hubs
+
+
+def test_code_diagnosis_tells_norm_hubs_from_unrelated_misses():
+    """r^x = m + u (u: content y cannot predict, of varying norm), r^y = c·m: y queries miss toward small-norm x
+    codes, r^x is poorly predicted from r^y, r^y varies less; with u = 0 and c = 1 none of that holds."""
+    from iiae.evaluation.code_diagnosis import diagnose, linear_r2
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(400, 16, generator=g)
+    u = torch.randn(400, 48, generator=g) * torch.rand(400, 1, generator=g) * 2
+    r_x, r_y = torch.cat([m, u], 1), torch.cat([0.5 * m, torch.zeros(400, 48)], 1)
+    hubbed = diagnose(r_x, r_y)
+    assert hubbed["miss_norm_rank_y2x"] < 0.2 and hubbed["miss_smaller_y2x"] > 0.9
+    assert 0.05 < hubbed["r2_x_from_y"] < 0.3  # m holds a fifth of the variance of r^x (16 of 80 units)
+    assert hubbed["r2_y_from_x"] > 0.99  # r^y is a linear function of r^x
+    assert hubbed["active_dims"] == 64 and hubbed["active_var_y"] < 0.3 * hubbed["active_var_x"]
+    noisy = m + 0.5 * torch.randn(400, 16, generator=g)
+    plain = diagnose(m, noisy)  # misses from noise alone: unrelated to the gallery norms
+    assert 0.35 < plain["miss_norm_rank_y2x"] < 0.65 and 0.3 < plain["miss_smaller_y2x"] < 0.7
+    assert plain["r2_x_from_y"] > 0.75 and plain["active_dims"] == 16
+    assert linear_r2(m, torch.randn(400, 4, generator=g)) < 0.05  # unrelated targets: nothing predicted
+    with pytest.raises(ValueError, match="one shape"):
+        diagnose(r_x, r_y[:, :10])

@@ -125,6 +125,7 @@ class EvalJob:
     run_dir: Any = None
     fidelity: bool = False
     fidelity_steps: Optional[int] = None
+    diagnose: bool = False
 
     @property
     def reading(self) -> dict:
@@ -144,6 +145,18 @@ def _colours(job: EvalJob) -> dict:
     return colour_metrics(job.model, job.info, job.split, **job.reading)
 
 
+def _label_maps(job: EvalJob) -> dict:
+    from iiae.evaluation.label_maps import label_metrics
+
+    return label_metrics(job.model, job.info, job.split, **job.reading)
+
+
+def _has_label_maps(job: EvalJob) -> bool:
+    from iiae.evaluation.label_maps import has_label_maps
+
+    return job.fidelity and has_label_maps(job.info)
+
+
 def _has_colours(job: EvalJob) -> bool:
     from iiae.evaluation.colour_fidelity import has_colours
 
@@ -154,6 +167,17 @@ def _guided(job: EvalJob) -> dict:
     from iiae.evaluation.guided_error import translation_error
 
     return translation_error(job.model, job.info, job.split, **job.reading)
+
+
+def _diagnosis(job: EvalJob) -> dict:
+    """Why the shared-code retrieval misses (code_diagnosis): a second pass over the split for the r means."""
+    from iiae.data import iter_eval_batches
+    from iiae.evaluation.code_diagnosis import diagnose
+
+    batches = iter_eval_batches(job.info, job.split, job.batch_size, image_size=_image_size(job.model), limit=job.limit)
+    (r_x, r_y), _, _ = encode_batches(job.model, batches, [("x", "shared"), ("y", "shared")], job.device,
+                                      job.progress, _count(job.info, job.split, job.limit))
+    return diagnose(r_x, r_y)
 
 
 def _is_views(job: EvalJob) -> bool:
@@ -185,11 +209,13 @@ class MetricGroup:
 
 METRICS = (  # in this order in eval_results.json
     MetricGroup("retrieval", lambda job: True, lambda job: evaluate(job.model, job.info, job.split, **job.reading)),
-    MetricGroup("fidelity", lambda job: job.fidelity, _fidelity),  # per-domain digit classifiers (--fidelity)
+    MetricGroup("fidelity", lambda job: job.fidelity and bool(job.info.classes), _fidelity),  # digit classifiers
+    MetricGroup("label maps", _has_label_maps, _label_maps),  # Facades: translations against the true labels
     MetricGroup("colour fidelity", _has_colours, _colours),  # MNIST-CDCB: colours against the stored ones
     MetricGroup("guided translation error", lambda job: job.info.layout == "paired" and job.info.kind == "image",
                 _guided),  # against the true partner
     MetricGroup("views", _is_views, _views),
+    MetricGroup("shared-code diagnosis", lambda job: job.diagnose and job.info.layout == "paired", _diagnosis),
 )
 
 
@@ -202,10 +228,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--fidelity", action="store_true",
-                   help="also score translations with per-domain digit classifiers and, on MNIST-CDCB, their colours "
-                        "against the true ones")
+                   help="also score translations: with per-domain digit classifiers and, on MNIST-CDCB, their colours "
+                        "against the true ones; on Facades against the true label maps")
     p.add_argument("--fidelity-steps", type=positive_int, default=None,
                    help="training steps of each fidelity classifier (default: iiae.evaluation.fidelity.STEPS)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="paired data: also report why shared-code retrieval misses (norms of the missed codes, the "
+                        "linear R² of each side's codes from the other's, variances on active dimensions)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N samples only")
     p.add_argument("--no-verify", action="store_true", help="skip checking each shard's sha256 against dataset.json")
@@ -239,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     info = load_dataset_info(data_root(args.run, args.data), verify=() if args.no_verify else (args.split,))
     check_fits(model.cfg, info, where="the model's model", notice=True)  # refusals first; the notice once
     job = EvalJob(model, info, args.split, args.batch_size, args.limit, device, not args.json, run_dir,
-                  fidelity=args.fidelity, fidelity_steps=args.fidelity_steps)
+                  fidelity=args.fidelity, fidelity_steps=args.fidelity_steps, diagnose=args.diagnose)
     metrics = {}
     for group in METRICS:
         if group.applies(job):
