@@ -221,6 +221,46 @@ def test_pix2pix_facades(tmp_path):
     np.testing.assert_allclose(y, pair[:, 64:].reshape(32, 2, 32, 2, 3).mean((1, 3)), atol=1.5)
 
 
+def test_pix2pix_facades_without_val_takes_valid_from_train_1_to_100(tmp_path, capsys):
+    src = tmp_path / "facades"  # the CycleGAN copy's layout: train/ and test/ only
+    write_pix2pix(src, {"train": [1, 2, 100, 101, 400], "test": [1, 2, 106]}, half=16)
+    out = tmp_path / "out"
+    assert prepare("pix2pix", "--name", "facades", "--src", src, "--size", 8, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 5, "valid": 3, "test": 3}
+    assert [r["json"]["file"] for _, r in samples(info, "valid")] == ["train/1.jpg", "train/2.jpg", "train/100.jpg"]
+    assert info.provenance["valid_from_train"] is True
+    err = capsys.readouterr().err  # each folder says, in one line, what it lacks of the release
+    assert "train/ holds 5 images, the pix2pix facades release 400 (missing 395: 3-99, 102-399)" in err
+    assert "test/ holds 3 images, the pix2pix facades release 106 (missing 103: 3-105)" in err
+
+
+def test_pix2pix_facades_full_release_uses_val_and_says_nothing(tmp_path, capsys):
+    src = tmp_path / "facades"
+    write_pix2pix(src, {"train": range(1, 401), "val": range(1, 101), "test": range(1, 107)}, half=8)
+    out = tmp_path / "out"
+    assert prepare("pix2pix", "--name", "facades", "--src", src, "--size", 8, "--out", out) == 0
+    info = load_dataset_info(out)
+    assert {k: v.count for k, v in info.splits.items()} == {"train": 400, "valid": 100, "test": 106}
+    assert samples(info, "valid")[0][1]["json"]["file"] == "val/1.jpg"
+    assert info.provenance["valid_from_train"] is False
+    assert "notice" not in capsys.readouterr().err
+
+
+def test_pix2pix_wrong_count_and_missing_folder(tmp_path, capsys):
+    from iiae.data.prepare.pix2pix import release_gaps
+
+    files = [Path(f"{n}.jpg") for n in [*range(1, 1097), 5000]]
+    assert release_gaps("maps", "train", files) == ("train/ holds 1097 images, the pix2pix maps release 1096 "
+                                                     "(1 not numbered 1-1096); results will not compare with the paper's")
+    assert release_gaps("maps", "train", files[:-1]) is None
+    src = tmp_path / "facades"
+    write_pix2pix(src, {"train": [1]}, half=8)  # no test/: neither layout fits
+    code, _, err = cli("prepare", "pix2pix", "--name", "facades", "--src", src, "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1
+    assert "expected the pix2pix facades folders test/ train/ val/ or test/ train/" in err
+
+
 def test_pix2pix_maps_splits(tmp_path):
     src = tmp_path / "maps"
     write_pix2pix(src, {"train": [1, 2, 800, 801, 1096], "val": [1, 2, 3]}, half=40)
