@@ -1,6 +1,7 @@
 # `make test`: set up .venv (idempotent) and run the default test tier.
 # `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU).
-# `make demo-maps MAPS=DIR`, `make demo-cars CARS=DIR`: the same for pix2pix Maps and Cars3D (default: ../shared/data).
+# `make demo-facades FACADES=DIR`, `make demo-maps MAPS=DIR`, `make demo-cars CARS=DIR`: the same for pix2pix
+# Facades, Maps and Cars3D (default: ../shared/data/{facades,maps256,cars3d} where present).
 # `make example-paired`: your-own-data walk-through on generated shape pairs (prepare paired, train, files in/out).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 # default wheel elsewhere.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup setup-demo test test-unit test-slow test-all demo demo-maps demo-cars example-paired ablation
+.PHONY: setup setup-demo test test-unit test-slow test-all demo demo-facades demo-maps demo-cars example-paired ablation
 
 setup: $(VENV)/.installed
 
@@ -48,6 +49,8 @@ test-all: setup
 
 demo: setup-demo
 	bash scripts/demo.sh
+demo-facades: setup
+	FACADES="$(FACADES)" EXPERIMENT=facades bash scripts/demo.sh
 demo-maps: setup
 	MAPS="$(MAPS)" EXPERIMENT=maps bash scripts/demo.sh
 demo-cars: setup

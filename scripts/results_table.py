@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-# Hwang et al. 2020: Table 1 (MNIST-CDCB), Table 2 (Maps; CdDN = Gonzalez-Garcia et al. 2018), 256 px, GPU
+# Hwang et al. 2020: Table 1 (MNIST-CDCB), Table 2 (Facades, Maps; CdDN = Gonzalez-Garcia et al. 2018), 256 px, GPU
 PAPER = {
     "mnist-cdcb": [("paper (256 px, GPU)", 0.997, 0.997)],
+    "facades": [("paper (256 px, GPU)", 0.962, 0.991), ("CdDN, paper's Table 2", 0.849, 0.896)],
     "maps": [("paper (256 px, GPU)", 0.966, 0.973), ("CdDN, paper's Table 2", 0.914, 0.969)],
 }
 
@@ -70,6 +71,38 @@ def retrieval_table(runs: list[Path], dataset: str) -> list[str]:
     return lines
 
 
+def label_maps_table(runs: list[Path]) -> list[str]:
+    """Facades: translations against the true label maps (`iiae eval --fidelity`, evaluation/label_maps.py)."""
+    lines = ["", "| model | photo→labels guided: accuracy / mIoU | prior | labels→photo guided (segmenter) | prior | "
+             "segmenter on real photos (ceiling) | prior diversity photo→labels / labels→photo |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        m, _, label = _read(run)
+        if "segmenter_accuracy" not in m:
+            continue
+        pair = lambda kind, way: f"{pct(m[f'labels_{kind}_accuracy_{way}'])} / {100 * m[f'labels_{kind}_miou_{way}']:.1f}"
+        lines.append(f"| {label} | {pair('guided', 'x2y')} | {pair('prior', 'x2y')} | {pair('guided', 'y2x')} | "
+                     f"{pair('prior', 'y2x')} | {pct(m['segmenter_accuracy'])} / {100 * m['segmenter_miou']:.1f} | "
+                     f"{m['labels_diversity_x2y']:.3f} / {m['labels_diversity_y2x']:.3f} |")
+    return lines if len(lines) > 3 else []
+
+
+def diagnosis_table(runs: list[Path]) -> list[str]:
+    """Why shared-code retrieval misses (`iiae eval --diagnose`, evaluation/code_diagnosis.py)."""
+    lines = ["", "| model | hubness max X→Y / Y→X | hubness skew X→Y / Y→X | misses' gallery-norm percentile X→Y / Y→X "
+             "| R² of r^x from r^y / r^y from r^x | active dims | variance on them r^x / r^y |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        m, _, label = _read(run)
+        if "active_dims" not in m:
+            continue
+        lines.append(f"| {label} | {m['hubness_max_x2y']} / {m['hubness_max_y2x']} | {m['hubness_skew_x2y']:.1f} / "
+                     f"{m['hubness_skew_y2x']:.1f} | {m['miss_norm_rank_x2y']:.2f} / {m['miss_norm_rank_y2x']:.2f} | "
+                     f"{m['r2_x_from_y']:.2f} / {m['r2_y_from_x']:.2f} | {m['active_dims']} | "
+                     f"{m['active_var_x']:.2f} / {m['active_var_y']:.2f} |")
+    return lines if len(lines) > 3 else []
+
+
 def views_table(runs: list[Path]) -> list[str]:
     lines = ["| model | identity Recall@1 across views (chance) | guided translation L1 / PSNR | copy x | "
              "nearest training car | joint reconstruction | azimuth probe z^y / z^s (chance) | "
@@ -94,7 +127,8 @@ def main() -> None:
     args = ap.parse_args()
     first, _, _ = _read(args.runs[0])
     views = "views_identity_recall_at_1" in first
-    lines = views_table(args.runs) if views else retrieval_table(args.runs, first["dataset"])
+    lines = views_table(args.runs) if views else (retrieval_table(args.runs, first["dataset"])
+                                                  + label_maps_table(args.runs) + diagnosis_table(args.runs))
     print("\n".join(lines))
     print(f"\nmachine: {machine()}" + (f"; whole run {args.wall_seconds / 60:.1f} min" if args.wall_seconds else ""))
 
