@@ -29,8 +29,8 @@ case "$EXPERIMENT" in
   maps)
     SRC=${MAPS:-$( [ -d "$SHARED/maps256" ] && echo "$SHARED/maps256" || true )}
     need "$SRC" "the pix2pix Maps folder (train/ val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz)" MAPS
-    RECIPE=recipes/maps_cpu.yaml; DATA=${DATA:-data/maps_64}
-    PREPARE=(prepare pix2pix --name maps --src "$SRC" --size 64) ;;
+    RECIPE=recipes/maps_cpu.yaml; DATA=${DATA:-data/maps_96}
+    PREPARE=(prepare pix2pix --name maps --src "$SRC" --size 96) ;;
   cars)
     SRC=${CARS:-$( [ -d "$SHARED/cars3d" ] && echo "$SHARED/cars3d" || true )}
     need "$SRC" "the Cars3D folder of car_XXX_mesh.mat files (data/cars in http://www.scottreed.info/files/nips2015-analogy-data.tar.gz)" CARS
