@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -267,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
     # hash only the split this evaluation reads: the training shards can be most of the folder
     info = load_dataset_info(data_root(args.run, args.data), verify=() if args.no_verify else (args.split,))
     check_fits(model.cfg, info, where="the model's model", notice=True)  # refusals first; the notice once
+    if args.diagnose and info.layout != "paired":
+        print(f"notice: --diagnose applies to paired data; {info.name} is {info.layout}: nothing to diagnose",
+              file=sys.stderr)
     job = EvalJob(model, info, args.split, args.batch_size, args.limit, device, not args.json, run_dir,
                   fidelity=args.fidelity, fidelity_steps=args.fidelity_steps, diagnose=args.diagnose)
     metrics = {}

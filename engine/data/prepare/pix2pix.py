@@ -105,7 +105,8 @@ def _pairs(src: Path, files: list[Path], size: int) -> Iterator[dict]:
 
 def convert(args: argparse.Namespace) -> DatasetInfo:
     splits, read = {}, set()
-    for split, (folder, keep) in layout(args.name, args.src).items():
+    chosen = layout(args.name, args.src)
+    for split, (folder, keep) in chosen.items():
         files = _files(args.src, folder)
         if keep is None and (gaps := release_gaps(args.name, folder, files)):
             print(f"notice: --src {args.src}: {gaps}", file=sys.stderr)
@@ -117,5 +118,5 @@ def convert(args: argparse.Namespace) -> DatasetInfo:
         args.out, splits, shard_size=args.shard_size, name=args.name, kind="image", image_size=args.size,
         domains=DOMAINS[args.name], source="pix2pix", command=command_line(args, "--name", "--src", "--size"),
         provenance={"src": str(args.src.resolve()), "files": {s: n for s, (_, n) in splits.items()},
-                    "valid_from_train": layout(args.name, args.src)["valid"][0] == "train",
+                    "valid_from_train": chosen["valid"][0] == "train",
                     "sources": source_checksums(args.src, sorted(read))})
