@@ -68,27 +68,37 @@ def shifted(v: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.
     return pad[..., max_shift + dy:max_shift + dy + h, max_shift + dx:max_shift + dx + w]
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = STEPS,
-                     batch_size: int = 128, seed: int = 0, progress: bool = True) -> Classifier:
-    """Adam with a cosine decay on random shifted mini-batches (seeded, so the same data gives the same
-    classifier); returned in eval mode. Gradients are enabled here even when the caller runs under no_grad
-    (fidelity_metrics does)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clf = Classifier(images.shape[1], num_classes).to(images.device)
+def fit(net: nn.Module, batch, *, steps: int, seed: int, desc: str, progress: bool) -> nn.Module:
+    """Cross-entropy training of `net` by Adam (lr 3e-3) with a cosine decay over `steps`, on the mini-batches
+    `batch(gen)` draws as (inputs, targets) from a generator seeded with `seed`; returned in eval mode. Gradients
+    are enabled here even when the caller runs under no_grad (the metrics do)."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(clf.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    clf.train()
+    net.train()
     with torch.enable_grad():
-        for _ in progress_bar(range(steps), desc="fidelity classifier", disable=not progress, leave=False):
-            idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen).to(images.device)
-            loss = F.cross_entropy(clf(shifted(images[idx], gen)), labels[idx])
+        for _ in progress_bar(range(steps), desc=desc, disable=not progress, leave=False):
+            inputs, targets = batch(gen)
+            loss = F.cross_entropy(net(inputs), targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             schedule.step()
-    return clf.eval()
+    return net.eval()
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = STEPS,
+                     batch_size: int = 128, seed: int = 0, progress: bool = True) -> Classifier:
+    """`fit` on random shifted mini-batches (seeded, so the same data gives the same classifier)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clf = Classifier(images.shape[1], num_classes).to(images.device)
+
+    def batch(gen: torch.Generator):
+        idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen).to(images.device)
+        return shifted(images[idx], gen), labels[idx]
+
+    return fit(clf, batch, steps=steps, seed=seed, desc="fidelity classifier", progress=progress)
 
 
 @torch.no_grad()

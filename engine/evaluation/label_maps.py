@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from iiae.progress import progress_bar
@@ -73,26 +72,19 @@ class Segmenter(nn.Module):
 
 def train_segmenter(photos: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = SEGMENTER_STEPS,
                     batch_size: int = 32, seed: int = 0, progress: bool = True) -> Segmenter:
-    """Adam with a cosine decay on random mirrored mini-batches (seeded); returned in eval mode."""
+    """`fidelity.fit` on random mirrored mini-batches (seeded)."""
+    from iiae.evaluation.fidelity import fit
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         seg = Segmenter(photos.shape[1], num_classes).to(photos.device)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(seg.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    seg.train()
-    with torch.enable_grad():
-        for _ in progress_bar(range(steps), desc="label segmenter", disable=not progress, leave=False):
-            idx = torch.randint(len(photos), (min(batch_size, len(photos)),), generator=gen).to(photos.device)
-            v, t = photos[idx], labels[idx]
-            if torch.rand((), generator=gen) < 0.5:  # a mirrored facade is a facade
-                v, t = v.flip(-1), t.flip(-1)
-            loss = F.cross_entropy(seg(v), t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-    return seg.eval()
+
+    def batch(gen: torch.Generator):
+        idx = torch.randint(len(photos), (min(batch_size, len(photos)),), generator=gen).to(photos.device)
+        v, t = photos[idx], labels[idx]
+        return (v.flip(-1), t.flip(-1)) if torch.rand((), generator=gen) < 0.5 else (v, t)  # a mirrored facade
+
+    return fit(seg, batch, steps=steps, seed=seed, desc="label segmenter", progress=progress)
 
 
 def _split_tensors(info, split: str, size: int, limit: Optional[int] = None) -> dict[str, torch.Tensor]:
