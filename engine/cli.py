@@ -11,6 +11,7 @@ import os
 import sys
 
 from iiae.errors import UserError
+from iiae.version import installed_version
 
 # subcommand → (module, one-line help); modules are imported only when their command runs
 COMMANDS = {
@@ -22,7 +23,9 @@ COMMANDS = {
     "translate": ("iiae.inference.translate", "translate image files, or draw translation and exclusive-swap grids"),
     "embed": ("iiae.inference.embed", "save the shared (or exclusive) codes of image files"),
     "retrieve": ("iiae.inference.search", "find each query image's nearest images of the other domain"),
-    "push": ("iiae.hub.push", "publish a run's selected model to the Hugging Face Hub"),
+    "push": ("iiae.hub.push", "publish a run's selected model (and optionally a demo Space) to the Hugging Face Hub"),
+    "app": ("iiae.app", "serve an interactive page for a trained model (translate, swap, retrieve), or export it "
+                        "as a Hugging Face Space"),
 }
 
 
@@ -33,22 +36,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml), or the package's own in a bare checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("iiae")
-    except PackageNotFoundError:
-        from iiae.version import __version__
-
-        return __version__
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _Parser(prog="iiae", description="Interaction Information Auto-Encoder engine")
-    parser.add_argument("--version", action="version", version=f"iiae {_version()}")
+    parser.add_argument("--version", action="version", version=f"iiae {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = argv[0] if argv else None
     for name, (module, help_text) in COMMANDS.items():

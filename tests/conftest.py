@@ -33,3 +33,33 @@ def debug_data(tmp_path_factory, mnist_raw):
     from datagen import prepare_debug_data
 
     return prepare_debug_data(tmp_path_factory.mktemp("debug_data") / "mnist_cdcb_32", mnist_raw, shard_size=24)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Records create_repo / create_commit calls instead of talking to the Hub (mocked at the client boundary)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    calls = {"repo": [], "commit": []}
+
+    def create_repo(self, repo_id, **kw):
+        from huggingface_hub.hf_api import RepoUrl
+
+        calls["repo"].append((repo_id, kw))
+        return RepoUrl(f"https://huggingface.co/{repo_id}")  # what the client returns
+
+    def create_commit(self, repo_id, operations, **kw):
+        ops = list(operations)
+        files = {}
+        for op in ops:
+            src = op.path_or_fileobj
+            files[op.path_in_repo] = src if isinstance(src, bytes) else Path(src).read_bytes()
+        calls["commit"].append((repo_id, files, kw))
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc123")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    return calls

@@ -116,6 +116,7 @@ LAYERS = {
     "iiae.evaluation": {"iiae.models", "iiae.data", "iiae.kernels"},
     "iiae.inference": {"iiae.models", "iiae.data", "iiae.evaluation"},  # retrieval ranking
     "iiae.training": {"iiae.models", "iiae.data", "iiae.kernels", "iiae.evaluation", "iiae.hub"},
+    "iiae.app": {"iiae.models", "iiae.data", "iiae.evaluation", "iiae.inference", "iiae.hub"},  # the page on top
 }
 COMMAND_ONLY = {"iiae.cli", "iiae.__main__"}
 

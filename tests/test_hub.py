@@ -39,31 +39,6 @@ def _run_dir(tmp_path: Path, metrics=True, samples=True) -> Path:
     return run
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    """Records create_repo / create_commit calls instead of talking to the Hub."""
-    calls = {"repo": [], "commit": []}
-
-    def create_repo(self, repo_id, **kw):
-        from huggingface_hub.hf_api import RepoUrl
-
-        calls["repo"].append((repo_id, kw))
-        return RepoUrl(f"https://huggingface.co/{repo_id}")  # what the client returns
-
-    def create_commit(self, repo_id, operations, **kw):
-        ops = list(operations)
-        files = {}
-        for op in ops:
-            src = op.path_or_fileobj
-            files[op.path_in_repo] = src if isinstance(src, bytes) else Path(src).read_bytes()
-        calls["commit"].append((repo_id, files, kw))
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc123")
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    return calls
-
-
 def test_model_card_contents(tmp_path):
     run = _run_dir(tmp_path)
     card = model_card(run, "alice/iiae-debug")
@@ -220,7 +195,6 @@ def test_an_unreachable_hub_fails_in_one_attempt(monkeypatch):
     with pytest.raises(UserError, match=rf"alice/none: not in the local Hugging Face cache, .*127.0.0.1:{port} "
                                         "unreachable"):
         load_model("alice/none")
-
 
 
 def test_the_card_is_a_model_card_with_a_model_index(tmp_path):

@@ -23,7 +23,7 @@ from iiae.models.card import build_card
 from iiae.run_dir import RunDir
 from iiae.run_lock import LOCK, RunLock
 from iiae.training.run_folder import MARKER, check_output_dir, claim_output_dir
-from test_hub import METRICS, _run_dir, hub  # noqa: F401  (hub: the Hub client mocked at its boundary)
+from test_hub import METRICS, _run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = ROOT / "recipes" / "debug.yaml"

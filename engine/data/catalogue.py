@@ -77,15 +77,26 @@ def domain_names(name: str) -> tuple[str, str]:
     return (known.x, known.y) if known is not None else ("domain X", "domain Y")
 
 
+def _hinted(folder_name: str) -> Optional[tuple[Dataset, Hint]]:
+    """The first (dataset, hint) whose word the folder name holds."""
+    name = folder_name.lower()
+    return next(((known, hint) for known in DATASETS for hint in known.hints if hint.word in name), None)
+
+
+def dataset_of_folder(folder_name: str) -> Optional[str]:
+    """The catalogue name of the dataset a folder likely holds ("maps_96" → "maps"), or None."""
+    found = dataset(folder_name) or (_hinted(folder_name) or (None,))[0]
+    return found.name if found is not None else None
+
+
 def prepare_hint(root: Path) -> str:
     """The `iiae prepare` call that likely makes folder `root`, guessed from its name."""
-    name = root.name.lower()
-    for known in DATASETS:
-        for hint in known.hints:
-            if hint.word in name:
-                command = " ".join(filter(None, ("iiae prepare", known.source, hint.options)))
-                size = _SIZE_ENDING.search(name) if hint.sized else None
-                if size:
-                    command += f" --size {size.group(1)}"
-                return f"{command} --out {root}"
-    return f"iiae prepare {{{'|'.join(s.name for s in SOURCES)}}} ... --out {root}"
+    found = _hinted(root.name)
+    if found is None:
+        return f"iiae prepare {{{'|'.join(s.name for s in SOURCES)}}} ... --out {root}"
+    known, hint = found
+    command = " ".join(filter(None, ("iiae prepare", known.source, hint.options)))
+    size = _SIZE_ENDING.search(root.name.lower()) if hint.sized else None
+    if size:
+        command += f" --size {size.group(1)}"
+    return f"{command} --out {root}"

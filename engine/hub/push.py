@@ -1,4 +1,5 @@
-"""Publishing to the Hugging Face Hub: `iiae push RUN --repo-id user/name [--private]` (the card is `card.py`).
+"""Publishing to the Hugging Face Hub: `iiae push RUN --repo-id user/name [--private] [--space user/demo]` (the
+card is `card.py`; `--space` also publishes the `iiae app` page for the pushed model as a Gradio Space).
 
 One commit holds `best/` (config.json = the model and objective sections, model.safetensors, recipe.yaml,
 selection.json), README.md (the card), eval_results.json and the newest sample grid, so a repo never shows
@@ -8,77 +9,14 @@ regular file of its own read without following links, and every text the card qu
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from iiae.config import Recipe
-from iiae.models.config import ModelConfig, ObjectiveConfig
-from iiae.schema import validated
 from iiae.errors import UserError, first_line
-from iiae.models.card import GRID_NAME, SWAP_NAME, build_card
+from iiae.hub.published import model_files, read_run, sample_grids
+from iiae.models.card import build_card
 from iiae.run_dir import ModelFolder, RunDir, read_json_object
-from iiae.safe_files import TEMP_PREFIX, read_regular, refuse_link
-
-_PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@dataclass
-class _Published:
-    """What a card describes: the weights folder, the model's own config, the run's recipe (None for a bare model
-    folder) and its latest evaluation."""
-
-    weights: Path
-    model: ModelConfig
-    objective: ObjectiveConfig
-    recipe: Optional[Recipe]
-    metrics: dict
-
-
-def _read_run(run_dir: Path) -> _Published:
-    from iiae.models.loading import resolve_run
-
-    weights, run = resolve_run(run_dir)
-    if weights is None:
-        raise UserError(f"{run_dir}: no such run dir")
-    if weights != Path(run_dir):  # <run>/best is the run's own folder: never a link to one elsewhere
-        _refuse_linked_folder(weights)
-    config_file = ModelFolder(weights).config
-    config = read_json_object(config_file, "a JSON object with model and objective sections")
-    recipe = run.read_recipe() or RunDir(weights).read_recipe()
-    model = validated(ModelConfig, config.get("model"), str(config_file), "model")
-    objective = validated(ObjectiveConfig, config.get("objective"), str(config_file), "objective")
-    return _Published(weights, model, objective, recipe, run.read_eval_results())
-
-
-def _refuse_linked_folder(path: Path) -> None:
-    if path.is_symlink():
-        raise UserError(f"{path}: is a symbolic link; expected the run's own folder (nothing is read or uploaded "
-                        "through a link): remove the link")
-
-
-def sample_grids(run_dir: Path) -> list[tuple[Path, str]]:
-    """(local file, name in the repo) of the newest translation grid in `<run>/samples` and its swap grid. A link
-    (or a folder, a fifo) among the grids is refused in one line, never followed."""
-    samples = RunDir(run_dir).samples
-    _refuse_linked_folder(samples)
-    # not the temporary file of an interrupted write (iiae.safe_files): never a grid
-    found = sorted(p for p in samples.glob("*.png") if not p.name.startswith(TEMP_PREFIX)) \
-        if samples.is_dir() else []
-    for path in found:  # every one, not only the newest: a planted link is named wherever it is
-        refuse_link(path, "a sample grid (a PNG the engine wrote)")
-        if path.lstat().st_nlink > 1:
-            raise UserError(f"{path}: is a hard link (another name of a file elsewhere); expected a sample grid the "
-                            "engine wrote")
-    grids = [p for p in found if not p.stem.endswith("_swap")]
-    if not grids:
-        return []
-    newest = max(grids, key=lambda p: (p.lstat().st_mtime, p.name))
-    swap = newest.with_name(f"{newest.stem}_swap.png")
-    return [(newest, GRID_NAME)] + ([(swap, SWAP_NAME)] if swap in found else [])
+from iiae.safe_files import refuse_link
 
 
 def _training(run_dir: Path, selection: dict) -> Optional[dict]:
@@ -95,7 +33,7 @@ def _training(run_dir: Path, selection: dict) -> Optional[dict]:
 def model_card(run_dir: str | Path, repo_id: str) -> str:
     """The README.md of the Hub repo for a run (or a model folder): its eval results, samples and training."""
     run_dir = Path(run_dir)
-    pub = _read_run(run_dir)
+    pub = read_run(run_dir)
     selection = refuse_link(ModelFolder(pub.weights).selection, "the selection record (a JSON object)")
     chosen = read_json_object(selection, "the selection record (a JSON object)") if selection.is_file() else {}
     return str(build_card(pub.model, pub.objective, repo_id=repo_id, recipe=pub.recipe, metrics=pub.metrics,
@@ -105,61 +43,43 @@ def model_card(run_dir: str | Path, repo_id: str) -> str:
 def push(run_dir: str | Path, repo_id: str, private: bool = False, token: Optional[str] = None) -> str:
     """Upload the selected model, its card, metrics and sample grids to `repo_id` in one commit; returns its URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
     from iiae.models.loading import load_model
 
     run_dir = Path(run_dir)
-    weights = _read_run(run_dir).weights
-    files = _uploads(run_dir, weights)  # read (and checked) before anything else: what is checked is what goes
+    weights = read_run(run_dir).weights
+    files = model_files(run_dir)  # read (and checked) before anything else: what is checked is what goes
     load_model(weights)  # refuse to publish weights that do not load strictly
     card = model_card(run_dir, repo_id)  # save_pretrained's generic README is replaced by the card
     ops = [CommitOperationAdd(name, data) for name, data in files.items()]
     ops.append(CommitOperationAdd("README.md", card.encode()))
-    api = HfApi(token=token)
+    return commit(HfApi(token=token), repo_id, ops, f"Upload IIAE ({run_dir.resolve().name})", "model",
+                   private=private)
+
+
+def push_space(space_id: str, model_id: str, run_dir: str | Path, private: bool = False,
+               token: Optional[str] = None) -> str:
+    """Publish the `iiae app` page for the Hub model `model_id` (its name and dataset read from `run_dir`) as the
+    Gradio Space `space_id` (`iiae.hub.space`), in one commit; returns its URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from iiae.hub.space import space_files
+
+    ops = [CommitOperationAdd(name, data) for name, data in space_files(str(run_dir), model_id=model_id).items()]
+    return commit(HfApi(token=token), space_id, ops, f"iiae app for {model_id}", "space", private=private,
+                  space_sdk="gradio")
+
+
+def commit(api, repo_id: str, ops: list, message: str, repo_type: str, **create) -> str:
+    """Create the repo (kept when it exists) and add one commit; a Hub failure is one line naming the repo."""
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.create_commit(repo_id, ops, commit_message=f"Upload IIAE ({run_dir.resolve().name})", repo_type="model")
+        api.create_repo(repo_id, exist_ok=True, repo_type=repo_type, **create)
+        info = api.create_commit(repo_id, ops, commit_message=message, repo_type=repo_type)
     except (HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OSError) as err:
         raise UserError(f"push to {repo_id} failed: {first_line(err)}") from err
     return info.commit_url
-
-
-def _uploads(run_dir: Path, weights: Path) -> dict[str, bytes]:
-    """{name in the repo: bytes} of what a push uploads besides the card: the model format's files of best/
-    (nothing else there), eval_results.json and the newest sample grids. Each is read without following a link
-    and must be a regular file of its own (not a hard link to a file elsewhere, such as a token): a link anywhere
-    in best/, or a link, a folder or a fifo at any of those names, is refused in one line and nothing is uploaded."""
-    for path in sorted(weights.iterdir()):  # a planted link is named, even where it would not be uploaded
-        if path.is_symlink():
-            refuse_link(path, "a regular file of the model (the engine never uploads through a link)")
-    model = ModelFolder(weights)
-    files = {p.name: read_regular(p, f"{p.name} of the model (a regular file)", hard_links=False)
-             for p in model.files if p in model.hub_files or os.path.lexists(p)}
-    for path in (model.config, model.selection):  # each upload is what its name says, or refused
-        if path.name in files:
-            read_json_object(path, f"{path.name} of the model (a JSON object)", raw=files[path.name])
-    if model.recipe.name in files:
-        _check_recipe(model.recipe, files[model.recipe.name])
-    results = RunDir(run_dir).eval_results
-    if weights != run_dir and os.path.lexists(results):
-        files[results.name] = read_regular(results, "eval_results.json (a regular file)", hard_links=False)
-        read_json_object(results, "eval_results.json (a JSON object)", raw=files[results.name])
-    for path, name in sample_grids(run_dir):
-        files[name] = read_regular(path, "a sample grid (a PNG the engine wrote)", hard_links=False)
-        if not files[name].startswith(_PNG):
-            raise UserError(f"{path}: not a PNG file; expected a sample grid the engine wrote")
-    return files
-
-
-def _check_recipe(path: Path, raw: bytes) -> None:
-    from iiae.config import _yaml, recipe_from_dict
-
-    try:
-        data = _yaml(raw.decode())
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"{path}: not a recipe YAML file ({first_line(err)})") from None
-    recipe_from_dict(data, source=str(path))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,9 +87,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo-id", required=True, help="user/name on the Hugging Face Hub")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    p.add_argument("--space", metavar="USER/NAME", default=None,
+                   help="also publish the `iiae app` page for the pushed model as this Gradio Space (needs "
+                        "`pip install 'iiae[app]'`)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from iiae.hub.space import gradio_version
+
+    if args.space is not None:
+        gradio_version()  # before anything is pushed: the Space records it
     url = push(args.run, args.repo_id, private=args.private, token=args.token)
     print(f"pushed {args.run} to {args.repo_id}: {url}")
+    if args.space is not None:
+        url = push_space(args.space, args.repo_id, args.run, private=args.private, token=args.token)
+        print(f"pushed the app for {args.repo_id} to the Space {args.space}: {url}")
     return 0

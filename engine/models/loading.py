@@ -97,6 +97,19 @@ def data_root(run_or_id: str | os.PathLike, given: Optional[str]) -> str:
     return root
 
 
+def trained_on(run_or_id: str | os.PathLike) -> Optional[str]:
+    """The dataset a local model was trained on, as far as its folder says: the `dataset` of its
+    eval_results.json, else the name of its recipe's data folder; None for a Hub id or when neither is there."""
+    weights, run = resolve_run(run_or_id)
+    if run is None:
+        return None
+    name = run.read_eval_results().get("dataset")
+    if isinstance(name, str) and name:
+        return name
+    recipe = run.read_recipe() or (RunDir(weights).read_recipe() if weights is not None else None)
+    return Path(recipe.data.root).name if recipe is not None else None
+
+
 def add_model_arguments(p) -> None:
     """The arguments every command on a trained model shares (`iiae eval`, `translate`, `embed`, `retrieve`): which
     model, and the device it runs on."""
