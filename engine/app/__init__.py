@@ -46,8 +46,9 @@ def _gallery(model, run: str, sha256: str, *, data: Optional[str], split: str, f
         except UserError:
             data = None
         if data is None or not (Path(data) / "dataset.json").is_file():
-            print(f"notice: no gallery for Retrieve ({'no recipe' if data is None else f'{data} is not a prepared dataset here'}); "
-                  "pass --data DIR or --gallery DIR --gallery-domain x|y", file=sys.stderr)
+            why = "no recipe names its data" if data is None else f"{data} is not a prepared dataset here"
+            print(f"notice: no gallery for Retrieve ({why}); pass --data DIR or --gallery DIR --gallery-domain x|y",
+                  file=sys.stderr)
             return None
     if data is None:
         return None
