@@ -95,11 +95,13 @@ def prepare(*argv: str) -> int:
 
 def prepare_debug_data(out: Path, mnist_dir: Path, *, pairs: int = 64, size: int = 32,
                        shard_size: Optional[int] = None) -> Path:
-    """MNIST-CDCB shards through the real converter from fake IDX files (written to mnist_dir if absent)."""
+    """MNIST-CDCB shards through the real converter from fake IDX files (written to mnist_dir if absent), rendered
+    `area` (a linear blend: X and Y share one mask, which the pixel-relation tests read back)."""
     if not (mnist_dir / MNIST_FILES[0]).exists():
         write_mnist_idx(mnist_dir)
     extra = ["--shard-size", str(shard_size)] if shard_size else []
-    code = prepare("mnist-cdcb", "--mnist", mnist_dir, "--size", size, "--limit", pairs, "--out", out, *extra)
+    code = prepare("mnist-cdcb", "--mnist", mnist_dir, "--size", size, "--limit", pairs, "--render", "area",
+                   "--out", out, *extra)
     assert code == 0, f"prepare mnist-cdcb failed with exit code {code}"
     return out
 

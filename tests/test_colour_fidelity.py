@@ -4,10 +4,11 @@ floor) whose prior draws follow the generative process (spread ~ the real one), 
 exclusive code (spread 0)."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
-from iiae.evaluation.colour_fidelity import (REAL_SPREAD, background_colour, colour_metrics, digit_mask, foreground_colour,
+from iiae.evaluation.colour_fidelity import (REAL_SPREAD, background_colour, colour_metrics, digit_masks, foreground_colour,
                                   read_colour)
 from iiae.data import iter_eval_batches, load_dataset_info
 from iiae.errors import UserError
@@ -83,12 +84,16 @@ def test_the_colour_reader_gives_back_the_stored_colours(debug_data):
     bg = torch.tensor([m["bg"] for m in b["meta"]], dtype=torch.float32)
     fg = torch.tensor([m["fg"] for m in b["meta"]], dtype=torch.float32)
     x, y = to_uint8(b["x"]).float(), to_uint8(b["y"]).float()
-    m = digit_mask(x, y, bg, fg)
-    assert m.shape == (64, 32, 32) and 0.03 < m.mean() < 0.5 and m.min() == 0 and m.max() == 1
-    assert (background_colour(x, m) - bg).abs().max() < 1.0  # 8-bit rounding only
-    assert (foreground_colour(y, m) - fg).abs().max() < 1.0
-    assert torch.equal(read_colour(y, m, "y"), foreground_colour(y, m))
+    masks = digit_masks(x, y, bg, fg)
+    for m in masks.values():
+        assert m.shape == (64, 32, 32) and 0.03 < m.mean() < 0.5 and m.min() == 0 and m.max() == 1
+    # a linear blend (the debug data's --render area): one mask, the same from either side
+    assert (masks["x"] - masks["y"]).abs().mean() < 0.02
+    assert (background_colour(x, masks["x"]) - bg).abs().max() < 1.0  # 8-bit rounding only
+    assert (foreground_colour(y, masks["y"]) - fg).abs().max() < 1.0
+    assert torch.equal(read_colour(y, masks["y"], "y"), foreground_colour(y, masks["y"]))
     # a grey guess is far off: the reader measures colour, not brightness
+    m = masks["y"]
     assert (foreground_colour(torch.full_like(y, 128.0) * (m[:, None] > 0.5), m) - fg).abs().mean() > 30
 
 
@@ -117,3 +122,21 @@ def test_a_decoder_that_ignores_its_exclusive_code_has_no_spread(debug_data):
 def test_colour_fidelity_needs_mnist_cdcb_colours():
     with pytest.raises(UserError, match="needs MNIST-CDCB pairs"):
         colour_metrics(_Painter(32), SimpleNamespace(name="maps", kind="image", layout="paired"), "test")
+
+
+def test_the_reader_stays_within_a_few_levels_on_the_original_rendering():
+    """`--render original` gives X a thinner digit than Y, grey edges and bicubic overshoot (not a linear blend):
+    per-domain masks and confident pixels still read the stored colours within a few levels."""
+    from iiae.data.prepare.mnist_cdcb import colour_pairs
+    from iiae.data.synthetic import fake_mnist
+
+    digits = fake_mnist(200, 10, seed=3)["train-images-idx3-ubyte"]
+    rng = np.random.default_rng(0)
+    bg, fg = (rng.integers(0, 256, (200, 3), dtype=np.uint8) for _ in range(2))
+    cb, cd = colour_pairs(digits, bg, fg, 32, "original")
+    x, y = (torch.from_numpy(v).permute(0, 3, 1, 2).float() for v in (cb, cd))
+    bg_t, fg_t = torch.from_numpy(bg).float(), torch.from_numpy(fg).float()
+    masks = digit_masks(x, y, bg_t, fg_t)
+    assert (masks["y"] > 0.5).float().mean() > (masks["x"] > 0.5).float().mean()  # Y's digit is the thicker
+    assert (background_colour(x, masks["x"]) - bg_t).abs().mean() < 2.0
+    assert (foreground_colour(y, masks["y"]) - fg_t).abs().mean() < 6.0

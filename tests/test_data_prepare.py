@@ -86,7 +86,8 @@ def test_mnist_cdcb_is_deterministic_and_gz_equals_plain(tmp_path, mnist_raw, de
     gz = tmp_path / "gz"
     write_mnist_idx(gz, gz=True)  # the same arrays, gzipped
     out = tmp_path / "again"
-    assert prepare("mnist-cdcb", "--mnist", gz, "--size", 32, "--limit", 64, "--shard-size", 24, "--out", out) == 0
+    assert prepare("mnist-cdcb", "--mnist", gz, "--size", 32, "--limit", 64, "--shard-size", 24, "--render", "area",
+                   "--out", out) == 0
     files = sorted(p.name for p in debug_data.glob("*.tar"))
     assert files == sorted(p.name for p in out.glob("*.tar")) and len(files) == 9
     for name in files:

@@ -352,3 +352,46 @@ def test_translation_error_known_answers(tmp_path):
     b[1] = 255  # one image off by 255 everywhere: L1 127.5, PSNR (inf → capped, 0 dB) averaged
     l1, psnr = l1_psnr(b, a)
     assert l1 == 127.5 and psnr == pytest.approx((10 * np.log10(255 ** 2 / 1e-10) + 0.0) / 2)
+
+
+def test_eval_pairs_scores_a_folder_of_side_by_side_files(tmp_path, capsys):
+    """`iiae eval RUN --pairs DIR` on an untrained (seeded) model: reads every pair, each half resized as users'
+    files are, and reports what the same codes give through the split protocol's paired_scores."""
+    from PIL import Image
+
+    from iiae.data.image_io import load_images
+    from iiae.evaluation.retrieval_metrics import paired_scores
+    from iiae.models.iiae import eval_mode
+
+    run = _run(tmp_path, tmp_path / "data")
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    n = 11
+    for i in range(n):  # 96×48 files: two 48-px halves, area-resized to the model's 32 px
+        Image.fromarray(rng.integers(0, 256, (48, 96, 3), dtype=np.uint8)).save(folder / f"{i + 1}.png")
+    assert cli.main(["eval", str(run), "--pairs", str(folder), "--json", "--batch-size", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == n and printed["resized_halves"] == 2 * n and printed["pairs"] == str(folder)
+    for key in ("recall_at_1_x2y", "recall_at_1_y2x", "recall_at_5_x2y", "recall_at_5_y2x"):
+        assert 0.0 <= printed[key] <= 1.0
+    model = load_model(run)
+    images = [Image.open(folder / f"{i + 1}.png") for i in range(n)]
+    x = load_images([im.crop((0, 0, 48, 48)) for im in images], 32)
+    y = load_images([im.crop((48, 0, 96, 48)) for im in images], 32)
+    with torch.no_grad(), eval_mode(model):
+        codes = [model.encode_shared(x, "x"), model.encode_shared(y, "y"), model.encode_exclusive(x, "x"),
+                 model.encode_exclusive(y, "y")]
+    expected = paired_scores(*[c.flatten(1).float() for c in codes])
+    assert {k: printed[k] for k in expected} == pytest.approx(expected)
+    assert (run / "eval_results.json").exists() is False  # the run's results stay those of its dataset
+    # the table form, and what does not apply to a folder of pairs
+    assert cli.main(["eval", str(run), "--pairs", str(folder)]) == 0
+    assert f"on  {folder}" in capsys.readouterr().out
+    assert cli.main(["eval", str(run), "--pairs", str(folder), "--fidelity"]) == 2
+    assert "--fidelity does not apply" in capsys.readouterr().err
+    lonely = tmp_path / "one"
+    lonely.mkdir()
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(lonely / "1.png")
+    assert cli.main(["eval", str(run), "--pairs", str(lonely)]) == 2
+    assert "at least 2 pairs" in capsys.readouterr().err

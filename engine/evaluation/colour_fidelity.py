@@ -1,11 +1,14 @@
 """Colour fidelity on MNIST-CDCB, where the exclusive attribute has ground truth: each pair's `json` holds `bg`, the
 background colour of X (a white digit on it), and `fg`, the colour of Y's digit (on black), on the 0-255 scale.
 
-The digit mask m ∈ [0, 1] of a pair follows from the pair and its two colours: X = (1 − m)·bg + 255·m and
-Y = m·fg per channel, six linear equations in m per pixel, solved by least squares (well posed unless bg is
-white and fg black). A decoded image's colour is read under that mask, also by least squares: Y's digit colour
-fg = Σ m·Ŷ / Σ m², X's background bg = Σ (1 − m)(X̂ − 255·m) / Σ (1 − m)². On the true images both give back the
-stored colours up to the 8-bit rounding (`colour_read_error_{x,y}`: the floor of the two errors below).
+Each true image gives its own digit mask m ∈ [0, 1] from its colour, per pixel by least squares over the three
+channels: X = (1 − m)·bg + 255·m, Y = m·fg (per domain: the `original` rendering gives X a thinner digit than Y,
+so one mask for both would misread both). A decoded image's colour is read under the true image's mask, on its
+confident pixels only, by least squares: Y's digit colour fg = Σ_w Ŷ / Σ_w m over the pixels with m > CONFIDENT,
+X's background bg = Σ_w (X̂ − 255·m) / Σ_w (1 − m) over those with m < 1 − CONFIDENT (all pixels, weighted, when
+none is). On a linear blend (`--render area`, `direct`) this gives back the stored colours up to the 8-bit
+rounding; on the `original` rendering (grey edge pixels, bicubic overshoot) within a few levels
+(`colour_read_error_{x,y}`: the floor of the two errors below).
 
     guided_colour_error_x2y   decode_y(r^x mean of x, q(z^y | y) mean of the true y): its digit colour vs fg
     guided_colour_error_y2x   decode_x(r^y mean of y, q(z^x | x) mean of the true x): its background vs bg
@@ -37,24 +40,35 @@ def has_colours(info) -> bool:
     return info.name == "mnist-cdcb" and info.kind == "image" and info.layout == "paired"
 
 
-def digit_mask(x: torch.Tensor, y: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
-    """Least-squares m [B, H, W] in [0, 1] from x, y [B, 3, H, W] and bg, fg [B, 3], all on the 0-255 scale."""
-    a_x, a_y = (255.0 - bg)[..., None, None], fg[..., None, None]  # the two equations' slopes per channel
-    num = ((x - bg[..., None, None]) * a_x + y * a_y).sum(1)
-    den = (a_x.square() + a_y.square()).sum(1).clamp_min(1e-6)
-    return (num / den).clamp(0.0, 1.0)
+CONFIDENT = 0.7  # a pixel is read as digit above this mask value, as background below 1 − it
+
+
+def digit_masks(x: torch.Tensor, y: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{"x": m_x, "y": m_y}, each [B, H, W] in [0, 1]: the least-squares digit mask of the true X (from bg) and of
+    the true Y (from fg), all on the 0-255 scale; 0 where a colour leaves it undefined (bg white, fg black)."""
+    a_x, a_y = (255.0 - bg)[..., None, None], fg[..., None, None]  # each equation's slope per channel
+    m_x = ((x - bg[..., None, None]) * a_x).sum(1) / a_x.square().sum(1).clamp_min(1e-6)
+    m_y = (y * a_y).sum(1) / a_y.square().sum(1).clamp_min(1e-6)
+    return {"x": m_x.clamp(0.0, 1.0), "y": m_y.clamp(0.0, 1.0)}
+
+
+def _confident(weights: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] weights: the confident pixels of each image, or `m` itself where an image has none."""
+    none = weights.flatten(1).sum(1) == 0
+    return torch.where(none[:, None, None], m, weights)[:, None]
 
 
 def foreground_colour(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """[B, 3] colour c that best explains y ≈ m·c (Y images: a digit of colour c on black)."""
-    m = m[:, None]
-    return (m * y).flatten(2).sum(2) / m.square().flatten(2).sum(2).clamp_min(1e-6)
+    """[B, 3] colour c that best explains y ≈ m·c on the digit's confident pixels (a digit of colour c on black)."""
+    w = _confident((m > CONFIDENT).float(), m)
+    return (w * y).flatten(2).sum(2) / (w * m[:, None]).flatten(2).sum(2).clamp_min(1e-6)
 
 
 def background_colour(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """[B, 3] colour c that best explains x ≈ (1 − m)·c + 255·m (X images: a white digit on colour c)."""
-    w = 1.0 - m[:, None]
-    return (w * (x - 255.0 * m[:, None])).flatten(2).sum(2) / w.square().flatten(2).sum(2).clamp_min(1e-6)
+    """[B, 3] colour c that best explains x ≈ (1 − m)·c + 255·m on the background's confident pixels (a white digit
+    on colour c)."""
+    w = _confident((m < 1.0 - CONFIDENT).float(), 1.0 - m)
+    return (w * (x - 255.0 * m[:, None])).flatten(2).sum(2) / (w * (1.0 - m[:, None])).flatten(2).sum(2).clamp_min(1e-6)
 
 
 def read_colour(image: torch.Tensor, m: torch.Tensor, domain: str) -> torch.Tensor:
@@ -94,14 +108,14 @@ def colour_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
             true = {"x": torch.tensor([meta["bg"] for meta in b["meta"]], dtype=torch.float32),
                     "y": torch.tensor([meta["fg"] for meta in b["meta"]], dtype=torch.float32)}
             real = {d: _scale(v[d]) for d in ("x", "y")}
-            m = digit_mask(real["x"], real["y"], true["x"], true["y"])
+            m = digit_masks(real["x"], real["y"], true["x"], true["y"])
             for d in ("x", "y"):
-                sums[f"read_{d}"] += (read_colour(real[d], m, d) - true[d]).abs().mean(1).sum().item()
+                sums[f"read_{d}"] += (read_colour(real[d], m[d], d) - true[d]).abs().mean(1).sum().item()
             for src, dst in (("x", "y"), ("y", "x")):
                 guided = model.translate(v[src], dst, exclusive=model.encode_exclusive(v[dst], dst))
-                sums[f"guided_{src}2{dst}"] += (read_colour(_scale(guided), m, dst) - true[dst]).abs().mean(1).sum().item()
+                sums[f"guided_{src}2{dst}"] += (read_colour(_scale(guided), m[dst], dst) - true[dst]).abs().mean(1).sum().item()
                 drawn = model.translate(v[src], dst, n=PRIOR_DRAWS, generator=gen)  # [K, B, 3, H, W]
-                colours = torch.stack([read_colour(_scale(img), m, dst) for img in drawn])  # [K, B, 3]
+                colours = torch.stack([read_colour(_scale(img), m[dst], dst) for img in drawn])  # [K, B, 3]
                 sums[f"spread_{src}2{dst}"] += colours.std(0, correction=0).mean(1).sum().item()
             n += len(b["key"])
             bar.update(len(b["key"]))

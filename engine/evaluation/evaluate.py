@@ -5,6 +5,7 @@ plus the same on the exclusive q(z^x|x) / q(z^y|y) means (an ablation: ~1/N when
 Also Recall@5 and @10 on the shared codes.
 Sketchy (feature datasets): cosine, every test sketch against every test photo, mAP@all and P@100 (the paper's),
 mAP@200 and P@200 (what later zero-shot SBIR papers report).
+`--pairs DIR`: the paired protocol among the side-by-side pair files of a folder instead (pair_folder).
 """
 from __future__ import annotations
 
@@ -19,10 +20,8 @@ import torch
 from iiae.data.prepare import positive_int
 from iiae.errors import UserError
 from iiae.evaluation.codes import encode_batches
-from iiae.evaluation.retrieval_metrics import (EXCLUSIVE_RECALL, SHARED_RECALL, hubness, mean_average_precision,
-                                              mean_average_precision_at_k, precision_at_k, recall_at_1, recall_at_k)
-
-RECALL_KS = (5, 10)  # Recall@K beside the paper's Recall@1 (shared codes), as other retrieval papers report
+from iiae.evaluation.retrieval_metrics import (mean_average_precision, mean_average_precision_at_k, paired_scores,
+                                              precision_at_k)
 
 def embed(model, batches: Iterable[dict], domain: str, which: str = "shared", device=None, progress: bool = True) -> torch.Tensor:
     """Flattened posterior means [N, D] of every batch in order: r^d (which="shared") or q(z^d|d) ("exclusive").
@@ -66,17 +65,7 @@ def paired_metrics(model, info, split: str, *, batch_size: int = 256, limit: Opt
     batches = iter_eval_batches(info, split, batch_size, image_size=_image_size(model), limit=limit)
     specs = [("x", "shared"), ("y", "shared"), ("x", "exclusive"), ("y", "exclusive")]
     (sx, sy, ex, ey), labels, resized = encode_batches(model, batches, specs, device, progress, total)
-    ways = (("x2y", sx, sy), ("y2x", sy, sx))
-    at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in ways}
-    hubs = {way: hubness(q, g) for way, q, g in ways}  # a diagnostic: do a few gallery codes attract the queries?
-    return {
-        **dict(zip(SHARED_RECALL, (recall_at_1(sx, sy), recall_at_1(sy, sx)))),
-        **{f"recall_at_{k}_{way}": at_k[way][k] for k in RECALL_KS for way in at_k},
-        **dict(zip(EXCLUSIVE_RECALL, (recall_at_1(ex, ey), recall_at_1(ey, ex)))),
-        **{f"hubness_{stat}_{way}": hubs[way][stat] for stat in ("max", "skew") for way in hubs},
-        "n": len(labels),
-        "resized_samples": resized,
-    }
+    return {**paired_scores(sx, sy, ex, ey), "n": len(labels), "resized_samples": resized}
 
 
 def sketchy_metrics(model, info, split: str, *, batch_size: int = 256, limit: Optional[int] = None, device=None,
@@ -226,6 +215,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_model_arguments(p)
     p.add_argument("--data", help="prepared dataset folder (default: the recipe's data.root)")
+    p.add_argument("--pairs", metavar="DIR",
+                   help="instead of a dataset: a folder of side-by-side pair files (left X, right Y, numbered names "
+                        "in numeric order), each half resized to the model's size; Recall@1/5/10 both ways among them")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--fidelity", action="store_true",
@@ -242,7 +234,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def print_table(record: dict) -> None:
-    print(f"{record['model']}  on  {record['dataset']}/{record['split']}")
+    where = record["pairs"] if "pairs" in record else f"{record['dataset']}/{record['split']}"
+    print(f"{record['model']}  on  {where}")
     for key, value in record.items():
         if isinstance(value, float):
             print(f"  {key:<34} {value:8.4f}")
@@ -258,13 +251,20 @@ def run(args: argparse.Namespace) -> int:
     from iiae.models import check_fits
     from iiae.models.loading import data_root, load_model, resolve_run
     device = resolve_device(args.device)
+    if args.pairs is not None:
+        given = [flag for flag, on in (("--data", args.data), ("--fidelity", args.fidelity),
+                                       ("--diagnose", args.diagnose), ("--split", args.split != "test")) if on]
+        if given:
+            raise UserError(f"--pairs scores a folder of pairs: {given[0]} does not apply to it")
     _, run_dir = resolve_run(args.run)
-    if run_dir is not None:  # before minutes of evaluation, not after: a link where a result goes is refused
+    if run_dir is not None and args.pairs is None:  # before minutes of work: a link where a result goes is refused
         from iiae.safe_files import refuse_link
 
         for path in (run_dir.eval_results, run_dir.views_grid):
             refuse_link(path, f"{path.name} (a regular file the engine writes)")
     model = load_model(args.run, device)
+    if args.pairs is not None:
+        return _run_pairs(args, model, device)
     # hash only the split this evaluation reads: the training shards can be most of the folder
     info = load_dataset_info(data_root(args.run, args.data), verify=() if args.no_verify else (args.split,))
     check_fits(model.cfg, info, where="the model's model", notice=True)  # refusals first; the notice once
@@ -290,4 +290,22 @@ def run(args: argparse.Namespace) -> int:
         print_table(record)
         if run_dir is not None:
             print(f"wrote {run_dir.eval_results}")
+    return 0
+
+
+def _run_pairs(args: argparse.Namespace, model, device) -> int:
+    """`--pairs DIR`: printed only; the run's eval_results.json stays the evaluation of its dataset."""
+    from pathlib import Path
+
+    from iiae.evaluation.pair_folder import pair_metrics
+
+    if _image_size(model) is None:
+        raise UserError(f"{args.run}: --pairs reads images, and this model takes features")
+    metrics = pair_metrics(model, Path(args.pairs), batch_size=args.batch_size, limit=args.limit, device=device,
+                           progress=not args.json)
+    record = {"model": str(args.run), "pairs": str(args.pairs), **metrics}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print_table(record)
     return 0

@@ -14,6 +14,7 @@ METRICS = ("euclidean", "cosine")  # `top_k`: squared Euclidean (paired image mo
 # the keys paired evaluation reports: shared codes (the result) and exclusive codes (≈ 1/N when disentangled)
 SHARED_RECALL = ("recall_at_1_x2y", "recall_at_1_y2x")
 EXCLUSIVE_RECALL = ("exclusive_recall_at_1_x2y", "exclusive_recall_at_1_y2x")
+RECALL_KS = (5, 10)  # Recall@K beside the paper's Recall@1 (shared codes), as other retrieval papers report
 
 
 def _check(query: torch.Tensor, gallery: torch.Tensor) -> None:
@@ -171,3 +172,18 @@ def precision_at_k(
     for rel in _ranked_relevance(q, g, q_labels, g_labels, chunk):
         total += rel[:, :k].float().mean(1).sum().item()
     return total / q.shape[0]
+
+
+def paired_scores(sx: torch.Tensor, sy: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor) -> dict:
+    """The paired protocol on codes [N, D] (pair i = row i of each): Recall@1 both ways on the shared (s) and
+    exclusive (e) means, Recall@5, @10 and hubness on the shared ones; what `iiae eval` reports for a prepared
+    split and for a folder of pair files (`--pairs`)."""
+    ways = (("x2y", sx, sy), ("y2x", sy, sx))
+    at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in ways}
+    hubs = {way: hubness(q, g) for way, q, g in ways}  # a diagnostic: do a few gallery codes attract the queries?
+    return {
+        **dict(zip(SHARED_RECALL, (recall_at_1(sx, sy), recall_at_1(sy, sx)))),
+        **{f"recall_at_{k}_{way}": at_k[way][k] for k in RECALL_KS for way in at_k},
+        **dict(zip(EXCLUSIVE_RECALL, (recall_at_1(ex, ey), recall_at_1(ey, ex)))),
+        **{f"hubness_{stat}_{way}": hubs[way][stat] for stat in ("max", "skew") for way in hubs},
+    }

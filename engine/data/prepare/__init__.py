@@ -1,7 +1,9 @@
 """`iiae prepare SOURCE --out DIR ...`: convert a raw dataset into shards + dataset.json (one module per source).
 
 Each source module has `add_arguments(parser)` and `convert(args) -> DatasetInfo`; this module adds the shared
-options, refuses a non-empty --out (unless --overwrite) before any work, and prints the summary.
+options, refuses a non-empty --out (unless --overwrite) before any work, and prints the summary. A module may also
+name, in STANDALONE, a sibling module whose `standalone(args) -> int | None` is a mode that writes no dataset
+(mnist-cdcb --compare); it runs first, and for such a source --out is checked here rather than by argparse.
 """
 from __future__ import annotations
 
@@ -62,8 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     for source in SOURCES:
         p = sub.add_parser(source.name, help=source.help, description=source.help)
-        importlib.import_module(f".{source.module}", __name__).add_arguments(p)
-        p.add_argument("--out", type=Path, required=True, help="output folder for the shards and dataset.json")
+        module = importlib.import_module(f".{source.module}", __name__)
+        module.add_arguments(p)
+        p.add_argument("--out", type=Path, required=not hasattr(module, "STANDALONE"),
+                       help="output folder for the shards and dataset.json")
         p.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty --out")
         p.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, metavar="N",
                        help=f"samples per shard (default {DEFAULT_SHARD_SIZE})")
@@ -97,9 +101,18 @@ def source_checksums(src: Path, files: list[Path]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from iiae.data.write import prepare_output
 
+    from iiae.errors import UserError
+
+    module = importlib.import_module(f".{args._converter}", __name__)
+    standalone = getattr(module, "STANDALONE", None)
+    code = importlib.import_module(f".{standalone}", __name__).standalone(args) if standalone else None
+    if code is not None:
+        return code
+    if args.out is None:  # what argparse says for the other sources
+        raise UserError(f"prepare {args.source}: the following arguments are required: --out")
     start = time.perf_counter()
     prepare_output(args.out, args.overwrite)
-    info = importlib.import_module(f".{args._converter}", __name__).convert(args)
+    info = module.convert(args)
     elapsed = time.perf_counter() - start
     print(f"prepared {info.name} ({info.kind}, {info.layout}) into {args.out} in {elapsed:.1f} s")
     for name, split in info.splits.items():

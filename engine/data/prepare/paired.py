@@ -205,7 +205,7 @@ def _open(path: Path, src: Path, report: Report):
     return image
 
 
-def _halves(image, x_side: str):
+def split_halves(image, x_side: str):
     w, h = image.size
     left, right = image.crop((0, 0, w // 2, h)), image.crop((w // 2, 0, 2 * (w // 2), h))
     return (left, right) if x_side == "left" else (right, left)
@@ -222,7 +222,7 @@ def _samples(pairs: list[Pair], split: str, args: argparse.Namespace, classes: d
             if x.width < 2:
                 report.skip("images too narrow to split into two halves", pair.x.relative_to(args.src).as_posix())
                 continue
-            x, y = _halves(x, args.x_side)
+            x, y = split_halves(x, args.x_side)
         else:
             y = _open(pair.y, args.src, report)
             if y is None:
