@@ -1,5 +1,6 @@
 # `make test`: set up .venv (idempotent) and run the default test tier.
-# `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU).
+# `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU);
+# MNIST_CDCB_ORIGINAL=DIR (default ../data/mnistcdcb_original where present) also scores the published pairs.
 # `make demo-facades FACADES=DIR`, `make demo-maps MAPS=DIR`, `make demo-cars CARS=DIR`: the same for pix2pix
 # Facades, Maps and Cars3D (default: ../shared/data/{facades,maps256,cars3d} where present).
 # `make example-paired`: your-own-data walk-through on generated shape pairs (prepare paired, train, files in/out).
@@ -48,7 +49,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "not gpu"
 
 demo: setup-demo
-	bash scripts/demo.sh
+	MNIST_CDCB_ORIGINAL="$(MNIST_CDCB_ORIGINAL)" bash scripts/demo.sh
 demo-facades: setup
 	FACADES="$(FACADES)" EXPERIMENT=facades bash scripts/demo.sh
 demo-maps: setup

@@ -2,7 +2,9 @@
 # `make demo` / `make demo-maps` / `make demo-cars`: real data → prepare → train the experiment's CPU recipe →
 # evaluate on the test split → pictures → results table. Offline. Re-running reuses the data, a finished run and
 # its metrics. EXPERIMENT=mnist_cdcb (default) | facades | maps | cars; FACADES=DIR / MAPS=DIR / CARS=DIR: the raw
-# downloads.
+# downloads. MNIST_CDCB_ORIGINAL=DIR (default ../data/mnistcdcb_original where present): the 100 published MNIST-CDCB
+# pairs (CdDN's DATA/MNISTCDCB), scored after the test split: the check that the model learned the task, not our
+# rendering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -76,6 +78,18 @@ if [ -f "$RUN/eval_results.json" ] && [ "$RUN/eval_results.json" -nt "$RUN/best/
   echo "reusing $RUN/eval_results.json"
 else
   $PY -m iiae.cli eval "$RUN" --data "$DATA" --split test "${FIDELITY[@]}"
+fi
+
+ORIGINAL=${MNIST_CDCB_ORIGINAL:-$( [ -d ../data/mnistcdcb_original ] && echo ../data/mnistcdcb_original || true )}
+if [ "$EXPERIMENT" = mnist_cdcb ] && [ -n "$ORIGINAL" ]; then
+  echo "== the published MNIST-CDCB pairs: $ORIGINAL"
+  $PY -m iiae.cli eval "$RUN" --pairs "$ORIGINAL" --json > "$RUN/published_pairs.json"
+  $PY - "$RUN/published_pairs.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"published pairs ({r['n']}, {r['pairs']}): shared-code Recall@1 X->Y {100 * r['recall_at_1_x2y']:.2f} %, "
+      f"Y->X {100 * r['recall_at_1_y2x']:.2f} %")
+PY
 fi
 
 echo "== 4/4 pictures -> $DOCS/"
