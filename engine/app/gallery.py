@@ -107,7 +107,7 @@ def from_folder(model, folder: str, domain: str, limit: int, sha256: str) -> Gal
 
     root, files = find_inputs(folder, option="--gallery")
     files = files[:limit]
-    stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = [(f.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
     key = {"model": sha256, "folder": str(root.resolve()), "files": stats, "domain": domain,
            "size": model.cfg.image_size}
     codes = _cached_codes(key, lambda: {domain: embed_files(model, files, domain)})

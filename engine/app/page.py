@@ -58,9 +58,7 @@ def build(session: Session) -> gr.Blocks:
 
             @_one_line
             def translate(path, side, count, seed_value, ref):
-                images, guide, text = session.translate(path, side, n=int(count), seed=int(seed_value or 0),
-                                                        reference=ref)
-                return images, guide, text
+                return session.translate(path, side, n=int(count), seed=int(seed_value or 0), reference=ref)
 
             go.click(translate, [upload, source, n, seed, reference], [samples, guided, note], **ONE_AT_A_TIME)
 

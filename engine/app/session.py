@@ -48,7 +48,7 @@ def read_upload(path: Optional[str], what: str) -> Image.Image:
             image.load()
         except (OSError, ValueError) as err:
             raise UserError(f"{what}: a damaged image file ({shown(str(err), 80)})") from None
-        return image.copy() if image.mode != "P" else image.convert("RGBA")
+        return image.copy()  # palette and transparency kept: load_images converts them as it converts files
 
 
 def conversion_note(changed: Counter, size: int) -> str:
@@ -140,8 +140,8 @@ class Session:
         with self.lock:
             code = self.model.encode_shared(self._load([image], changed), source).flatten(1).float().cpu()
         indices, distances = top_k(code, self.gallery.codes[target], k, "euclidean")
-        matches = [(self.gallery.image(target, j), f"{r + 1}. {self.gallery.names[target][j]} · {d:.2f}")
-                   for r, (j, d) in enumerate(zip(indices[0].tolist(), distances[0].tolist()))]
-        rows = [[r + 1, self.gallery.names[target][j], round(d, 4)]
-                for r, (j, d) in enumerate(zip(indices[0].tolist(), distances[0].tolist()))]
+        hits = list(zip(indices[0].tolist(), distances[0].tolist()))
+        names = self.gallery.names[target]
+        matches = [(self.gallery.image(target, j), f"{r}. {names[j]} · {d:.2f}") for r, (j, d) in enumerate(hits, 1)]
+        rows = [[r, names[j], round(d, 4)] for r, (j, d) in enumerate(hits, 1)]
         return matches, rows, conversion_note(changed, self.size)

@@ -76,9 +76,10 @@ def sample_grids(run_dir: Path) -> list[tuple[Path, str]]:
     return [(newest, GRID_NAME)] + ([(swap, SWAP_NAME)] if swap in found else [])
 
 
-def model_files(run_dir: Path) -> dict[str, bytes]:
-    """What `iiae push` uploads besides the card (and an exported Space copies): see `_uploads`."""
-    return _uploads(run_dir, read_run(run_dir).weights)
+def model_files(run_dir: Path, weights: Optional[Path] = None) -> dict[str, bytes]:
+    """What `iiae push` uploads besides the card (and an exported Space copies): see `_uploads`. `weights`: the
+    model folder when the caller has already read the run (`read_run(run_dir).weights`)."""
+    return _uploads(run_dir, weights if weights is not None else read_run(run_dir).weights)
 
 
 def _uploads(run_dir: Path, weights: Path) -> dict[str, bytes]:

@@ -48,12 +48,12 @@ def push(run_dir: str | Path, repo_id: str, private: bool = False, token: Option
 
     run_dir = Path(run_dir)
     weights = read_run(run_dir).weights
-    files = model_files(run_dir)  # read (and checked) before anything else: what is checked is what goes
+    files = model_files(run_dir, weights)  # read (and checked) before anything else: what is checked is what goes
     load_model(weights)  # refuse to publish weights that do not load strictly
     card = model_card(run_dir, repo_id)  # save_pretrained's generic README is replaced by the card
     ops = [CommitOperationAdd(name, data) for name, data in files.items()]
     ops.append(CommitOperationAdd("README.md", card.encode()))
-    return commit(HfApi(token=token), repo_id, ops, f"Upload IIAE ({run_dir.resolve().name})", "model",
+    return _commit(HfApi(token=token), repo_id, ops, f"Upload IIAE ({run_dir.resolve().name})", "model",
                    private=private)
 
 
@@ -66,11 +66,11 @@ def push_space(space_id: str, model_id: str, run_dir: str | Path, private: bool 
     from iiae.hub.space import space_files
 
     ops = [CommitOperationAdd(name, data) for name, data in space_files(str(run_dir), model_id=model_id).items()]
-    return commit(HfApi(token=token), space_id, ops, f"iiae app for {model_id}", "space", private=private,
+    return _commit(HfApi(token=token), space_id, ops, f"iiae app for {model_id}", "space", private=private,
                   space_sdk="gradio")
 
 
-def commit(api, repo_id: str, ops: list, message: str, repo_type: str, **create) -> str:
+def _commit(api, repo_id: str, ops: list, message: str, repo_type: str, **create) -> str:
     """Create the repo (kept when it exists) and add one commit; a Hub failure is one line naming the repo."""
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
