@@ -1,8 +1,10 @@
-"""Time to accuracy: train `mnist_cdcb_cpu` until validation Recall@1 ≥ 99.9 % both ways, in one run: with the
+"""Time to accuracy: train `mnist_cdcb_cpu` until validation Recall@1 ≥ 99 % both ways, in one run: with the
 paper's decoder in fp32 eager (the recipe before `decoder_conditioning: film`, `--paper-decoder`), as the recipe
 is in fp32 eager (contiguous layout), and with fast settings (default `train.compile=true`, the fastest per step on
 a CPU without native bf16: `throughput.py --sections fast`); training steps and seconds (compilation included) to
-the target for each, and their ratios.
+the target for each, and their ratios. (On the `original` rendering, the default data, the recipe reaches
+99 % after about 4,000 steps and never 99.9 %: 99.90 / 99.89 % at best in 20,000; `--target 0.999` suits data made
+with `--render area`.)
 
     python benchmarks/time_to_accuracy.py                 # real MNIST-CDCB (make demo prepares data/mnist_cdcb_32)
     python benchmarks/time_to_accuracy.py --fast model.channels_last=true train.mixed_precision=bf16
@@ -34,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="mnist_cdcb_cpu", help="a recipe file or shipped name (default mnist_cdcb_cpu)")
     p.add_argument("--data", default=None, help="prepared MNIST-CDCB at 32 px (default: the recipe's data.root)")
-    p.add_argument("--target", type=float, default=0.999, help="validation Recall@1, both ways (default 0.999)")
+    p.add_argument("--target", type=float, default=0.99, help="validation Recall@1, both ways (default 0.99)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between validations (default 250)")
     p.add_argument("--only", choices=SETTINGS, action="append", help="run only these settings")
     p.add_argument("--fast", nargs="+", default=["train.compile=true"], metavar="KEY=VALUE",
