@@ -106,6 +106,13 @@ def copy_bandwidth(device: str, quick: bool) -> float:
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
+def launch_floor_ms(device: str, quick: bool) -> float:
+    """Milliseconds of one launch of the smallest kernel (a 1-element add_): the time below which no op whose
+    inputs fit in a few waves can go, whatever it computes; at the paper's 8 x 8192 every variant sits near it."""
+    one = torch.zeros(1, device=device)
+    return bench_ms(lambda: one.add_(1), device, quick=quick)
+
+
 def _inputs(kernel: str, shape: tuple[int, int], device: str, dtype=torch.float32) -> list[torch.Tensor]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     n_inputs = KERNELS[kernel][0]
@@ -215,7 +222,8 @@ def run(device: str, *, quick: bool, peak_override: Optional[float] = None, budg
         peak, peak_source = peak_bandwidth(name, peak_override) if device == "cuda" else (float("nan"), "n/a")
         # "dtype": what the table header says; each entry names its own
         result: dict = {"backend": backend, "dtype": "fp32 unless the shape says /bf16 or /fp16", "peak_gbs": peak,
-                        "peak_source": peak_source, "copy_gbs": copy_bandwidth(device, quick), "results": {}}
+                        "peak_source": peak_source, "copy_gbs": copy_bandwidth(device, quick),
+                        "launch_ms": launch_floor_ms(device, quick), "results": {}}
         compiled: dict = {}
         shapes = QUICK_SHAPES if quick else SHAPES
         for kernel, shape_label, dtype_name in cases(shapes, QUICK_LOW_PRECISION if quick else LOW_PRECISION):

@@ -3,7 +3,7 @@
 # (7.6 min) at worst, about 5 min expected on one H200; every part writes its results before the next starts, and
 # one tarball holds everything.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR [--gpu-sections-anyway] [--no-deepspeed] [--work DIR]
+#   bash benchmarks/gpu_check.sh OUT_DIR [--gpu-sections-anyway] [--no-deepspeed] [--work DIR] [--parts LIST]
 #
 # Beforehand, on a machine with network: bash benchmarks/fetch_gpu_wheels.sh (→ .whl/, git-ignored). Then, with
 # the device tool: run(command="bash benchmarks/gpu_check.sh $OUT --work /tmp/gpu_check", carry=[".whl"],
@@ -34,6 +34,11 @@
 # a subset of the kernel gpu twins through the Triton interpreter (IIAE_GPU_TWIN_DEVICE=cpu), 4-step training
 # runs (ZeRO-2 where deepspeed is importable), the benchmark in --quick with recipes/debug.yaml as the paper step.
 #
+# --parts LIST: a comma list of correctness (data, tests, train_*; the default runs all), bench_gpu, bench_engine:
+# a second call within the same lease re-runs only what the first left unfinished (install and preflight always
+# run; DeepSpeed is built only with correctness). The benchmark's own budgets on CUDA: GPU_CHECK_KERNEL_BUDGET
+# (45 s of kernel cases) and GPU_CHECK_PAPER_TIMEOUT (75 s per paper-step variant).
+#
 # Exit: 0 every part passed; 1 some part failed or timed out; 2 usage, or no CUDA without --gpu-sections-anyway;
 # 3 required modules missing. Environment: PYTHON (default python3), GPU_CHECK_WHEELS (default .whl).
 set -uo pipefail
@@ -41,13 +46,15 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 usage() { sed -n '2,/^set -uo/p' "$REPO/benchmarks/gpu_check.sh" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
-OUT="" WORK="" ANYWAY=0 NO_DS=0
+OUT="" WORK="" ANYWAY=0 NO_DS=0 PARTS=correctness,bench_gpu,bench_engine
 while [ $# -gt 0 ]; do
     case "$1" in
         --gpu-sections-anyway) ANYWAY=1 ;;
         --no-deepspeed) NO_DS=1 ;;
         --work) WORK=${2:?--work needs a folder}; shift ;;
         --work=*) WORK=${1#--work=} ;;
+        --parts) PARTS=${2:?--parts needs a list}; shift ;;
+        --parts=*) PARTS=${1#--parts=} ;;
         -h | --help) usage; exit 0 ;;
         -*) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
         *) if [ -n "$OUT" ]; then echo "gpu_check.sh: one OUT_DIR only" >&2; exit 2; fi; OUT=$1 ;;
@@ -55,6 +62,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ -z "$OUT" ]; then usage >&2; exit 2; fi
+wants() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+for part in ${PARTS//,/ }; do
+    case "$part" in
+        correctness | bench_gpu | bench_engine) ;;
+        *) echo "gpu_check.sh: --parts takes correctness, bench_gpu, bench_engine; got $part" >&2; exit 2 ;;
+    esac
+done
+wants correctness || NO_DS=1
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 WORK=${WORK:-$OUT/work}
 mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd) || exit 2
@@ -436,7 +451,7 @@ shutil.rmtree(out, ignore_errors=True)
 sys.exit(main(["prepare", "mnist-cdcb", "--mnist", str(raw), "--size", "32", "--limit", "64", "--out", str(out)]))
 EOF
 )
-run_part data "$(lim DATA 30 60)" "$PY" -c "$DATA_PY" "$WORK/fake_mnist" "$DATA"
+wants correctness && run_part data "$(lim DATA 30 60)" "$PY" -c "$DATA_PY" "$WORK/fake_mnist" "$DATA"
 
 # ---- correctness: tests and training runs ---------------------------------------------------------------------
 # CPU: the gpu twins run on CPU through the interpreter; a subset of them (~10 s) and the gpu tests (they skip)
@@ -539,21 +554,21 @@ start_correctness() {  # CUDA: all at once; CPU: one at a time (2 shared cores)
     wait_parts  # everything, the DeepSpeed build and train_zero2 included
     PHASE=benchmarks
 }
-start_correctness
+if wants correctness; then start_correctness; fi
 
 # ---- benchmarks, alone ---------------------------------------------------------------------------------------
 BENCH=("$PY" benchmarks/throughput.py --results "$WORK/results")
 if [ "$MODE" = cuda ]; then
     # kernel cases stop starting after 45 s (the targets' and the bf16 cases come first); ≤ 75 s per paper variant
-    GPU_ARGS=(--kernel-budget-s 45 --paper-timeout-s 75)
+    GPU_ARGS=(--kernel-budget-s "${GPU_CHECK_KERNEL_BUDGET:-45}" --paper-timeout-s "${GPU_CHECK_PAPER_TIMEOUT:-75}")
     CPU_ARGS=(--block-s 0.25)
 else
     GPU_ARGS=(--gpu-sections-anyway --quick --paper-recipe debug --kernel-budget-s 20 --paper-timeout-s 150)
     CPU_ARGS=(--quick)
 fi
-run_part bench_gpu "$(lim BENCH_GPU 175 300)" "${BENCH[@]}" --sections kernels,paper "${GPU_ARGS[@]}" \
+wants bench_gpu && run_part bench_gpu "$(lim BENCH_GPU 175 300)" "${BENCH[@]}" --sections kernels,paper "${GPU_ARGS[@]}" \
     --plot "$WORK/plots" --json-out "$WORK/throughput_gpu.json"
-run_part bench_engine "$(lim BENCH_ENGINE 60 180)" "${BENCH[@]}" --sections engine,loader "${CPU_ARGS[@]}" \
+wants bench_engine && run_part bench_engine "$(lim BENCH_ENGINE 60 180)" "${BENCH[@]}" --sections engine,loader "${CPU_ARGS[@]}" \
     --plot "$WORK/plots" --json-out "$WORK/throughput_engine.json"
 
 # ---- done ---------------------------------------------------------------------------------------------------

@@ -344,7 +344,8 @@ def summary(result: dict) -> str:
                                      m["compile_ms"] * 1e3, m["vs_eager"], m["vs_compile"], m["fused_gbs"],
                                      m["pct_of_peak"]])
             head = (f"Kernels ({k['backend']} vs eager reference vs torch.compile(reference), {k['dtype']}; peak "
-                    f"{bu.fmt(k['peak_gbs'])} GB/s from {k['peak_source']}, device copy {bu.fmt(k['copy_gbs'])} GB/s)")
+                    f"{bu.fmt(k['peak_gbs'])} GB/s from {k['peak_source']}, device copy {bu.fmt(k['copy_gbs'])} GB/s; "
+                    f"one launch of the smallest kernel {bu.fmt(k.get('launch_ms', float('nan')) * 1e3)} µs)")
             parts.append(head + "\n" + bu.table(["kernel", "shape", "mode", "fused µs", "eager µs", "compile µs",
                                                  "× eager", "× compile", "fused GB/s", "% peak"], rows))
             t = k.get("targets", {})
