@@ -35,6 +35,7 @@ def summary(recipe) -> dict:
         "lambda_paper": obj.lambda_paper,
         "recon": obj.recon,
         "recon_weight": obj.recon_weight,
+        "recon_weight_y": obj.recon_weight_y,
         "anneal_steps": obj.anneal_steps,
         "batch_size": recipe.data.batch_size,
         "max_steps": recipe.train.max_steps,
@@ -57,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     options += [f"decoder_conditioning {m['decoder_conditioning']}"] * (m["decoder_conditioning"] != "concat")
     print(f"model       {inputs}  dropout {m['dropout']:g}" + "".join(f"  {o}" for o in options))
     print(f"objective   beta={info['beta']}  Lambda={info['Lambda']}  lambda_paper={info['lambda_paper']:g}  "
-          f"recon={info['recon']} x{info['recon_weight']:g}  anneal={info['anneal_steps']} steps")
+          f"recon={info['recon']} x{info['recon_weight']:g}"
+          + (f" (y x{info['recon_weight_y']:g})" if info["recon_weight_y"] is not None else "")
+          + f"  anneal={info['anneal_steps']} steps")
     print(f"latents     z_shared {info['z_shared']}  z_exclusive {info['z_exclusive']}")
     print(f"data        {info['data_root']}  batch {info['batch_size']}")
     print(f"train       {info['max_steps']} steps -> {info['output_dir']}")

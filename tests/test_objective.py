@@ -28,7 +28,8 @@ def formula_np(cfg, t, x_hat, x, y_hat, y, kx, ky, ks, krx, kry):
     b, lam = cfg.beta, cfg.Lambda
     c = 1 - math.exp(-t / cfg.anneal_steps)
     err = (lambda a, r: np.abs(a - r).mean()) if cfg.recon == "l1" else (lambda a, r: ((a - r) ** 2).mean())
-    rx, ry = cfg.recon_weight * err(x_hat, x), cfg.recon_weight * err(y_hat, y)
+    w_y = cfg.recon_weight if cfg.recon_weight_y is None else cfg.recon_weight_y
+    rx, ry = cfg.recon_weight * err(x_hat, x), w_y * err(y_hat, y)
     return (b + lam) * (rx + ry) + c * (b + lam) * (kx.mean() + ky.mean()) + c * b * ks.mean() + lam * (krx.mean() + kry.mean())
 
 
@@ -38,11 +39,13 @@ def test_annealing():
     assert annealing(10**9, 100) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("recon_weight_y", [None, 3000.0], ids=["same_weight", "y_weighted"])
 @pytest.mark.parametrize("recon", ["l1", "mse"])
 @pytest.mark.parametrize("step", [0, 37, 5000])
-def test_loss_matches_formula(recon, step):
+def test_loss_matches_formula(recon, step, recon_weight_y):
     g = torch.Generator().manual_seed(step)
-    cfg = ObjectiveConfig(beta=0.2, Lambda=1.0, recon=recon, recon_weight=1000, anneal_steps=250)
+    cfg = ObjectiveConfig(beta=0.2, Lambda=1.0, recon=recon, recon_weight=1000, recon_weight_y=recon_weight_y,
+                          anneal_steps=250)
     B = 5
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
     x, x_hat, y, y_hat = r(B, 3, 8, 8), r(B, 3, 8, 8), r(B, 3, 8, 8), r(B, 3, 8, 8)

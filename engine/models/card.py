@@ -147,11 +147,18 @@ def _metrics_section(metrics: dict) -> list[str]:
             "index); the exclusive rows are the ablation (≈ 1/n when the codes are disentangled).", ""]
 
 
+def _weights(obj: ObjectiveConfig) -> str:
+    """The reconstruction weight, or X's and Y's when they differ (objective.recon_weight_y)."""
+    if obj.recon_weight_y is None:
+        return f"{obj.recon_weight:g}"
+    return f"{obj.recon_weight:g} (x), {obj.recon_weight_y:g} (y)"
+
+
 def _objective_section(obj: ObjectiveConfig) -> list[str]:
     return ["## Objective", "",
             "L = (β+Λ)(R_x + R_y) + c_t(β+Λ)(K_x + K_y) + c_t·β·K_s + Λ(K_rx + K_ry); the paper's λ is Λ/β.", "",
             "| β | Λ | λ_paper = Λ/β | reconstruction | weight | KL anneal steps |", "|---|---|---|---|---|---|",
-            f"| {obj.beta:g} | {obj.Lambda:g} | {obj.lambda_paper:g} | {obj.recon} | {obj.recon_weight:g} | "
+            f"| {obj.beta:g} | {obj.Lambda:g} | {obj.lambda_paper:g} | {obj.recon} | {_weights(obj)} | "
             f"{obj.anneal_steps} |", ""]
 
 

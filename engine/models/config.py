@@ -62,6 +62,9 @@ class ObjectiveConfig(Strict):
     Lambda: float = Field(1.0, ge=0.0)  # the paper's lambda is Lambda / beta
     recon: Literal["l1", "mse"] = "l1"
     recon_weight: PositiveFloat = 1000.0
+    # Y's reconstruction weight when it differs from X's (None: recon_weight, the paper). Not in the paper: an
+    # opt-in variant for a domain whose structure is faint in pixels (a map's streets, ~20/255 from the ground)
+    recon_weight_y: PositiveFloat | None = None
     anneal_steps: PositiveInt = 25000
     # multiplies (K_x + K_y); 1 is the paper. Raised only in the ablation.
     exclusive_kl_scale: float = Field(1.0, ge=0.0)
