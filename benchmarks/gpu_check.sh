@@ -566,10 +566,10 @@ else
     GPU_ARGS=(--gpu-sections-anyway --quick --paper-recipe debug --kernel-budget-s 20 --paper-timeout-s 150)
     CPU_ARGS=(--quick)
 fi
-wants bench_gpu && run_part bench_gpu "$(lim BENCH_GPU 175 300)" "${BENCH[@]}" --sections kernels,paper "${GPU_ARGS[@]}" \
-    --plot "$WORK/plots" --json-out "$WORK/throughput_gpu.json"
-wants bench_engine && run_part bench_engine "$(lim BENCH_ENGINE 60 180)" "${BENCH[@]}" --sections engine,loader "${CPU_ARGS[@]}" \
-    --plot "$WORK/plots" --json-out "$WORK/throughput_engine.json"
+wants bench_gpu && run_part bench_gpu "$(lim BENCH_GPU 175 300)" "${BENCH[@]}" --sections kernels,paper \
+    "${GPU_ARGS[@]}" --plot "$WORK/plots" --json-out "$WORK/throughput_gpu.json"
+wants bench_engine && run_part bench_engine "$(lim BENCH_ENGINE 60 180)" "${BENCH[@]}" --sections engine,loader \
+    "${CPU_ARGS[@]}" --plot "$WORK/plots" --json-out "$WORK/throughput_engine.json"
 
 # ---- done ---------------------------------------------------------------------------------------------------
 echo

@@ -71,5 +71,9 @@ class ObjectiveConfig(Strict):
     logvar_max: float = LOGVAR_MAX
 
     @property
+    def y_recon_weight(self) -> float:
+        return self.recon_weight if self.recon_weight_y is None else self.recon_weight_y
+
+    @property
     def lambda_paper(self) -> float:
         return self.Lambda / self.beta if self.beta > 0 else float("inf")

@@ -49,7 +49,7 @@ def iiae_loss(cfg: ObjectiveConfig, c_t: float | torch.Tensor, x: torch.Tensor, 
     beta, lam, kl = cfg.beta, cfg.Lambda, out.kl
     terms = {
         "recon_x": reconstruction(out.x_hat, x, cfg.recon, cfg.recon_weight),
-        "recon_y": reconstruction(out.y_hat, y, cfg.recon, cfg.recon_weight_y or cfg.recon_weight),
+        "recon_y": reconstruction(out.y_hat, y, cfg.recon, cfg.y_recon_weight),
         **{name: getattr(kl, name).mean() for name in TERMS[2:]},
     }
     total = (
