@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 LRELU_SLOPE = 0.2
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # PyTorch convention; equals TF's decay 0.9
@@ -20,7 +21,7 @@ def check_conv_stages(cfg) -> None:
     """Each conv stack halves the image once per block (the trunks and decoder one more for their last block):
     the stages must fit image_size exactly. Raises ValueError naming the key (a recipe error)."""
     for key in ("shared_channels", "exclusive_channels", "decoder_channels"):
-        blocks = len(getattr(cfg, key)) + (1 if key != "exclusive_channels" else 0)
+        blocks = len(getattr(cfg, key)) + (key != "exclusive_channels" or cfg.exclusive_code == "map")
         if cfg.image_size >> blocks < 1 or cfg.image_size % (1 << blocks):
             raise ValueError(f"{key}: {blocks} stride-2 stages do not fit image_size {cfg.image_size}")
 
@@ -64,7 +65,11 @@ class FiLM(nn.Module):
         self.linear = nn.Linear(z, 2 * ch)
 
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.linear(z)[:, :, None, None].chunk(2, dim=1)
+        if z.dim() == 2:  # a vector code: one scale and shift per channel
+            gamma, beta = self.linear(z)[:, :, None, None].chunk(2, dim=1)
+        else:  # a map code: per position, bilinearly upsampled to h (nearest would print its blocks on the image)
+            film = self.linear(z.movedim(1, -1)).movedim(-1, 1)
+            gamma, beta = F.interpolate(film, size=h.shape[2:], mode="bilinear", align_corners=False).chunk(2, dim=1)
         return h * (1 + gamma) + beta
 
 
@@ -120,13 +125,14 @@ class GaussianMLP(nn.Module):
 
 
 class ConvExclusiveEncoder(nn.Module):
-    """q(z^d | d) for images: a conv trunk, flatten, one Linear to [mu | logvar]."""
+    """q(z^d | d) for images: a conv trunk, then flatten and one Linear to [mu | logvar] (a vector code), or a
+    stride-2 conv head (`spatial`: a z-channel map)."""
 
-    def __init__(self, in_ch: int, channels: list[int], image_size: int, z: int):
+    def __init__(self, in_ch: int, channels: list[int], image_size: int, z: int, spatial: bool = False):
         super().__init__()
         self.trunk = conv_trunk(in_ch, channels)
         side = image_size >> len(channels)
-        self.head = GaussianMLP([side * side * channels[-1], z])
+        self.head = GaussianConv(channels[-1], z) if spatial else GaussianMLP([side * side * channels[-1], z])
 
     def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.trunk(v))

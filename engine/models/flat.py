@@ -44,6 +44,8 @@ class FlatDecoder(nn.Module):
 
 def check(cfg) -> None:
     check_conv_stages(cfg)
+    if cfg.exclusive_code != "vector":  # its decoder projects [z^s, z^d] through one Linear
+        raise ValueError(f"exclusive_code: the flat arch supports only vector, got {cfg.exclusive_code!r}")
 
 
 def build(cfg) -> IIAEParts:

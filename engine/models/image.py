@@ -17,8 +17,9 @@ DOMAINS = ("x", "y")
 
 
 class ImageDecoder(nn.Module):
-    """p_d(z^s, z^d): the exclusive vector tiled over the z^s map, concatenated, then transposed convs
-    (each block also FiLM-modulated by z^d under `decoder_conditioning: film`)."""
+    """p_d(z^s, z^d): the exclusive code tiled over the z^s map (a vector over every position, a map over its
+    block of positions), concatenated, then transposed convs (each block also FiLM-modulated by z^d under
+    `decoder_conditioning: film`)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -26,12 +27,19 @@ class ImageDecoder(nn.Module):
         self.film = film_layers(cfg)
 
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
-        tiled = repeat(z_d, "b c -> b c h w", h=z_s.shape[2], w=z_s.shape[3])
+        if z_d.dim() == 2:
+            tiled = repeat(z_d, "b c -> b c h w", h=z_s.shape[2], w=z_s.shape[3])
+        else:
+            tiled = repeat(z_d, "b c h w -> b c (h i) (w j)", i=z_s.shape[2] // z_d.shape[2], j=z_s.shape[3] // z_d.shape[3])
         return run_deconvs(self.net, self.film, torch.cat([z_s, tiled], dim=1), z_d)
 
 
 def check(cfg) -> None:
     check_conv_stages(cfg)
+    shared_side, exclusive_side = latent_shapes(cfg)[0][1], latent_shapes(cfg)[1][1:]
+    if exclusive_side and shared_side % exclusive_side[0]:
+        raise ValueError(f"exclusive_channels: a {exclusive_side[0]}-px exclusive map does not tile the "
+                         f"{shared_side}-px z^s map; expected a side that divides it")
     # the decoder must undo exactly the downsampling that produced z^s
     if len(cfg.decoder_channels) != len(cfg.shared_channels):
         raise ValueError(f"decoder_channels: image arch needs {len(cfg.shared_channels)} entries "
@@ -41,7 +49,8 @@ def check(cfg) -> None:
 def build(cfg) -> IIAEParts:
     c_h = cfg.shared_channels[-1]
     return IIAEParts(
-        exclusive={d: ConvExclusiveEncoder(cfg.channels, cfg.exclusive_channels, cfg.image_size, cfg.z_exclusive) for d in DOMAINS},
+        exclusive={d: ConvExclusiveEncoder(cfg.channels, cfg.exclusive_channels, cfg.image_size, cfg.z_exclusive,
+                                             spatial=cfg.exclusive_code == "map") for d in DOMAINS},
         shared={d: conv_trunk(cfg.channels, cfg.shared_channels) for d in DOMAINS},
         r_head={d: GaussianConv(c_h, cfg.z_shared) for d in DOMAINS},
         joint=JointHead(GaussianConv(2 * c_h, cfg.z_shared)),
@@ -51,4 +60,7 @@ def build(cfg) -> IIAEParts:
 
 def latent_shapes(cfg) -> tuple[list[int], list[int]]:
     side = cfg.image_size >> (len(cfg.shared_channels) + 1)
-    return [cfg.z_shared, side, side], [cfg.z_exclusive]
+    if cfg.exclusive_code == "vector":
+        return [cfg.z_shared, side, side], [cfg.z_exclusive]
+    exclusive_side = cfg.image_size >> (len(cfg.exclusive_channels) + 1)
+    return [cfg.z_shared, side, side], [cfg.z_exclusive, exclusive_side, exclusive_side]

@@ -25,6 +25,8 @@ def check(cfg) -> None:
     """Feature vectors: no spatial stages to fit; the decoder is an MLP (no blocks for FiLM)."""
     if cfg.decoder_conditioning != "concat":
         raise ValueError(f"decoder_conditioning: the mlp arch supports only concat, got {cfg.decoder_conditioning!r}")
+    if cfg.exclusive_code != "vector":
+        raise ValueError(f"exclusive_code: the mlp arch supports only vector, got {cfg.exclusive_code!r}")
 
 
 def build(cfg) -> IIAEParts:
