@@ -56,12 +56,15 @@ def run(args: argparse.Namespace) -> int:
               f"{m['image_size']} px  channels shared {m['shared_channels']} exclusive {m['exclusive_channels']}")
     options = [f"shared_input_norm {m['shared_input_norm']}"] * (m["shared_input_norm"] != "none")
     options += [f"decoder_conditioning {m['decoder_conditioning']}"] * (m["decoder_conditioning"] != "concat")
+    options += [f"exclusive_maps {m['exclusive_maps']}"] * bool(m["exclusive_maps"])
     print(f"model       {inputs}  dropout {m['dropout']:g}" + "".join(f"  {o}" for o in options))
     print(f"objective   beta={info['beta']}  Lambda={info['Lambda']}  lambda_paper={info['lambda_paper']:g}  "
           f"recon={info['recon']} x{info['recon_weight']:g}"
           + (f" (y x{info['recon_weight_y']:g})" if info["recon_weight_y"] is not None else "")
           + f"  anneal={info['anneal_steps']} steps")
-    print(f"latents     z_shared {info['z_shared']}  z_exclusive {info['z_exclusive']}")
+    exclusive = info["z_exclusive"]
+    exclusive = exclusive["x"] if exclusive["x"] == exclusive["y"] else "  ".join(f"{d} {s}" for d, s in exclusive.items())
+    print(f"latents     z_shared {info['z_shared']}  z_exclusive {exclusive}")
     print(f"data        {info['data_root']}  batch {info['batch_size']}")
     print(f"train       {info['max_steps']} steps -> {info['output_dir']}")
     print("parameters")

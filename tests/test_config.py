@@ -101,7 +101,7 @@ def test_info_json_reports_paper_parameter_count():
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["parameters"] == 16_801_830
-    assert info["z_shared"] == [128, 8, 8] and info["z_exclusive"] == [8]
+    assert info["z_shared"] == [128, 8, 8] and info["z_exclusive"] == {"x": [8], "y": [8]}
     assert info["lambda_paper"] == pytest.approx(5.0)
 
 

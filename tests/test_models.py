@@ -191,3 +191,55 @@ def test_film_modulates_features_by_the_exclusive_code():
     torch.testing.assert_close(f(h, z), h * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
     with pytest.raises(RecipeError, match="decoder_conditioning: the mlp arch supports only concat"):
         load_recipe(ROOT / "recipes" / "sketchy.yaml", ["model.decoder_conditioning=film"])
+
+
+@pytest.mark.parametrize("exclusive_channels,side", [([8, 16], 4), ([8, 16, 16], 2)])
+def test_exclusive_map_tiles_over_z_s_and_decodes_a_constant_map_as_the_vector(exclusive_channels, side, tmp_path):
+    """`exclusive_maps: [y]`: q(z^y|y) is a z_exclusive-channel map; Y's decoder tiles each cell over its block of
+    z^s positions and FiLMs each position. A map constant over positions decodes exactly as that vector does
+    (same decoder weights): the map generalises the paper's tiled vector. X keeps its vector."""
+    common = ["model.decoder_conditioning=film", f"model.exclusive_channels={exclusive_channels}"]
+    vector = _model("debug.yaml", *common)
+    mapped = _model("debug.yaml", *common, "model.exclusive_maps=[y]")
+    assert mapped.latent_shapes() == ([4, 4, 4], {"x": [4], "y": [4, side, side]})
+    for net in (vector, mapped):  # non-zero FiLM, so the per-position path is exercised
+        for name, p in net.named_parameters():
+            if ".film." in name:
+                torch.nn.init.normal_(p, std=0.5, generator=torch.Generator().manual_seed(len(name)))
+    decoders = {k: v for k, v in vector.state_dict().items() if k.startswith("parts.decoder.")}
+    assert not mapped.load_state_dict(decoders, strict=False).unexpected_keys
+    vector.eval(), mapped.eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    z_s, z_d = vector.encode_shared(x, "x"), torch.randn(3, 4)
+    constant = z_d[:, :, None, None].expand(3, 4, side, side)
+    with torch.no_grad():
+        torch.testing.assert_close(mapped.decode(z_s, constant, "y"), vector.decode(z_s, z_d, "y"))
+        varied = constant.clone()
+        varied[:, :, 0, 0] += 3.0  # one cell differs: the image changes, and only near that cell
+        delta = (mapped.decode(z_s, varied, "y") - mapped.decode(z_s, constant, "y")).abs()
+    assert delta[..., :8, :8].mean() > 1e-3
+    if side == 4:  # 8-px cells: bilinear FiLM reaches the next cell, the transposed convs a few pixels more
+        assert delta[..., 24:, 24:].max() == 0
+    assert mapped.encode_exclusive(x, "y").shape == (3, 4, side, side)
+    assert mapped.encode_exclusive(x, "x").shape == (3, 4)
+    out = mapped(x, x, seed=0)
+    assert out.z_y.shape == (3, 4, side, side) and out.z_x.shape == (3, 4) and out.kl.kl_y.shape == (3,)
+    g = torch.Generator().manual_seed(0)
+    assert mapped.translate(x, "y", n=2, generator=g).shape == mapped.translate(x, "x", n=2, generator=g).shape
+    mapped.save_pretrained(tmp_path)
+    loaded = IIAE.from_pretrained(tmp_path)
+    assert loaded.cfg.exclusive_maps == ["y"]
+    assert torch.equal(loaded.encode_exclusive(x, "y"), mapped.encode_exclusive(x, "y"))
+
+
+def test_exclusive_maps_are_refused_where_they_cannot_tile():
+    with pytest.raises(RecipeError, match="exclusive_maps: the flat arch has vector exclusive codes only"):
+        load_recipe(ROOT / "recipes" / "cars.yaml", ["model.exclusive_maps=[x]"])
+    with pytest.raises(RecipeError, match="exclusive_maps: the mlp arch has vector exclusive codes only"):
+        load_recipe(ROOT / "recipes" / "sketchy.yaml", ["model.exclusive_maps=[x]"])
+    with pytest.raises(RecipeError, match="exclusive_maps"):
+        load_recipe(ROOT / "recipes" / "debug.yaml", ["model.exclusive_maps=[z]"])
+    # 48 px: z^s 6x6 (two shared stages + head), a one-stage exclusive trunk + head gives a 12x12 map: no tiling
+    with pytest.raises(RecipeError, match="a 12-px exclusive map does not tile the 6-px z\\^s map"):
+        load_recipe(ROOT / "recipes" / "debug.yaml", ["model.image_size=48", "model.exclusive_channels=[8]",
+                                                      "model.exclusive_maps=[x]"])

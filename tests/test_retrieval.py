@@ -183,3 +183,20 @@ def test_code_diagnosis_tells_norm_hubs_from_unrelated_misses():
     assert linear_r2(m, torch.randn(400, 4, generator=g)) < 0.05  # unrelated targets: nothing predicted
     with pytest.raises(ValueError, match="one shape"):
         diagnose(r_x, r_y[:, :10])
+
+
+def test_exclusive_map_codes_are_compared_with_vectors_by_their_mean_over_positions():
+    """`exclusive_maps`: X's exclusive code a [C, H, W] map, Y's a C-vector. The exclusive ablation ranks Y's
+    vectors by distance to the mean of each X map over its positions: equal means retrieve their partner."""
+    from iiae.evaluation.retrieval_metrics import paired_scores
+
+    g = torch.Generator().manual_seed(0)
+    n, c = 40, 4
+    shared = torch.randn(n, 8, generator=g)
+    ey = torch.randn(n, c, generator=g)
+    wiggle = torch.randn(n, c, 3, 3, generator=g)
+    ex = ey[:, :, None, None] + wiggle - wiggle.mean((2, 3), keepdim=True)  # its mean over positions is ey
+    scores = paired_scores(shared, shared, ex.flatten(1), ey)
+    assert scores["exclusive_recall_at_1_x2y"] == 1.0 and scores["exclusive_recall_at_1_y2x"] == 1.0
+    unrelated = paired_scores(shared, shared, torch.randn(n, c * 9, generator=g), ey)
+    assert unrelated["exclusive_recall_at_1_x2y"] <= 0.1

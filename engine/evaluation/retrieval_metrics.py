@@ -174,11 +174,21 @@ def precision_at_k(
     return total / q.shape[0]
 
 
+def _comparable(ex: torch.Tensor, ey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exclusive codes of one size: a map code (flattened [N, C·H·W]) beside a vector one ([N, C], `exclusive_maps`)
+    is averaged over its positions."""
+    if ex.shape[1] == ey.shape[1]:
+        return ex, ey
+    pool = lambda big, small: big.view(len(big), small.shape[1], -1).mean(-1)  # noqa: E731
+    return (pool(ex, ey), ey) if ex.shape[1] > ey.shape[1] else (ex, pool(ey, ex))
+
+
 def paired_scores(sx: torch.Tensor, sy: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor) -> dict:
     """The paired protocol on codes [N, D] (pair i = row i of each): Recall@1 both ways on the shared (s) and
     exclusive (e) means, Recall@5, @10 and hubness on the shared ones; what `iiae eval` reports for a prepared
     split and for a folder of pair files (`--pairs`)."""
     ways = (("x2y", sx, sy), ("y2x", sy, sx))
+    ex, ey = _comparable(ex, ey)
     at_k = {way: recall_at_k(q, g, RECALL_KS) for way, q, g in ways}
     hubs = {way: hubness(q, g) for way, q, g in ways}  # a diagnostic: do a few gallery codes attract the queries?
     return {

@@ -21,7 +21,7 @@ def check_conv_stages(cfg) -> None:
     """Each conv stack halves the image once per block (the trunks and decoder one more for their last block):
     the stages must fit image_size exactly. Raises ValueError naming the key (a recipe error)."""
     for key in ("shared_channels", "exclusive_channels", "decoder_channels"):
-        blocks = len(getattr(cfg, key)) + (key != "exclusive_channels" or cfg.exclusive_code == "map")
+        blocks = len(getattr(cfg, key)) + (key != "exclusive_channels" or bool(cfg.exclusive_maps))
         if cfg.image_size >> blocks < 1 or cfg.image_size % (1 << blocks):
             raise ValueError(f"{key}: {blocks} stride-2 stages do not fit image_size {cfg.image_size}")
 

@@ -40,11 +40,10 @@ class ModelConfig(Strict):
     # how the image decoders (image, flat) read z^d: "concat" as the paper (tiled beside z^s at the input only);
     # "film" also scales and shifts every transposed-conv block's features by z^d (not in the paper)
     decoder_conditioning: Literal["concat", "film"] = "concat"
-    # image arch: the exclusive codes' form. "vector" as the paper (z_exclusive numbers for the whole image);
-    # "map" a z_exclusive-channel map from a conv head (one more stride-2 stage than exclusive_channels), upsampled
-    # to z^s in the decoders: room for content that is local, not global (a satellite's texture, here a field and
-    # there a roof), which a vector cannot place
-    exclusive_code: Literal["vector", "map"] = "vector"
+    # image arch: the domains whose exclusive code is a map (z_exclusive channels from a conv head, one more
+    # stride-2 stage than exclusive_channels, tiled over z^s in the decoder), not the paper's vector: room for
+    # content that is local, not global (a satellite's texture: a field here, roofs there), which a vector cannot place
+    exclusive_maps: list[Literal["x", "y"]] = Field([], max_length=2)
     # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
     # the same function, other rounding)
     channels_last: bool = False

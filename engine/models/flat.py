@@ -44,8 +44,8 @@ class FlatDecoder(nn.Module):
 
 def check(cfg) -> None:
     check_conv_stages(cfg)
-    if cfg.exclusive_code != "vector":  # its decoder projects [z^s, z^d] through one Linear
-        raise ValueError(f"exclusive_code: the flat arch supports only vector, got {cfg.exclusive_code!r}")
+    if cfg.exclusive_maps:  # its decoder projects [z^s, z^d] through one Linear
+        raise ValueError(f"exclusive_maps: the flat arch has vector exclusive codes only, got {cfg.exclusive_maps}")
 
 
 def build(cfg) -> IIAEParts:
@@ -60,5 +60,5 @@ def build(cfg) -> IIAEParts:
     )
 
 
-def latent_shapes(cfg) -> tuple[list[int], list[int]]:
-    return [cfg.z_shared], [cfg.z_exclusive]
+def latent_shapes(cfg) -> tuple[list[int], dict[str, list[int]]]:
+    return [cfg.z_shared], {d: [cfg.z_exclusive] for d in DOMAINS}

@@ -300,12 +300,12 @@ class IIAE(
     ) -> torch.Tensor:
         """Decode the r mean of `v` (from the other domain) into `to_domain`.
 
-        With `exclusive` ([B, *latent_shapes()[1]]) returns [B, ...]: the guided translation. Without it, draws n
+        With `exclusive` ([B, *latent_shapes()[1][to_domain]]) returns [B, ...]: the guided translation. Without it, draws n
         exclusive codes from N(0, I) per input and returns [n, B, ...]: diverse translations."""
         z_s = self.encode_shared(v, OTHER[_check_domain(to_domain)])
         if exclusive is not None:
             return self.decode(z_s, exclusive.to(z_s), to_domain)
-        size = (n, v.shape[0], *self.latent_shapes()[1])
+        size = (n, v.shape[0], *self.latent_shapes()[1][to_domain])
         z_d = torch.randn(size, generator=generator, device=generator.device if generator else "cpu").to(z_s)
         return torch.stack([self.decode(z_s, z, to_domain) for z in z_d])
 
@@ -345,7 +345,8 @@ class IIAE(
         return IIAEOutput(x_hat, y_hat, z_s, z_x, z_y, kl, posteriors)
 
     # ---- introspection ----------------------------------------------------------------------------------
-    def latent_shapes(self) -> tuple[list[int], list[int]]:
+    def latent_shapes(self) -> tuple[list[int], dict[str, list[int]]]:
+        """The shape of one z^s and of one exclusive code per domain ("x", "y")."""
         return self.arch.latent_shapes(self.cfg)
 
     def parameter_counts(self) -> dict[str, int]:

@@ -36,10 +36,11 @@ class ImageDecoder(nn.Module):
 
 def check(cfg) -> None:
     check_conv_stages(cfg)
-    shared_side, exclusive_side = latent_shapes(cfg)[0][1], latent_shapes(cfg)[1][1:]
-    if exclusive_side and shared_side % exclusive_side[0]:
-        raise ValueError(f"exclusive_channels: a {exclusive_side[0]}-px exclusive map does not tile the "
-                         f"{shared_side}-px z^s map; expected a side that divides it")
+    shared, exclusive = latent_shapes(cfg)
+    for d in cfg.exclusive_maps:
+        if shared[1] % exclusive[d][1]:
+            raise ValueError(f"exclusive_channels: a {exclusive[d][1]}-px exclusive map does not tile the "
+                             f"{shared[1]}-px z^s map; expected a side that divides it")
     # the decoder must undo exactly the downsampling that produced z^s
     if len(cfg.decoder_channels) != len(cfg.shared_channels):
         raise ValueError(f"decoder_channels: image arch needs {len(cfg.shared_channels)} entries "
@@ -50,7 +51,7 @@ def build(cfg) -> IIAEParts:
     c_h = cfg.shared_channels[-1]
     return IIAEParts(
         exclusive={d: ConvExclusiveEncoder(cfg.channels, cfg.exclusive_channels, cfg.image_size, cfg.z_exclusive,
-                                             spatial=cfg.exclusive_code == "map") for d in DOMAINS},
+                                             spatial=d in cfg.exclusive_maps) for d in DOMAINS},
         shared={d: conv_trunk(cfg.channels, cfg.shared_channels) for d in DOMAINS},
         r_head={d: GaussianConv(c_h, cfg.z_shared) for d in DOMAINS},
         joint=JointHead(GaussianConv(2 * c_h, cfg.z_shared)),
@@ -58,9 +59,8 @@ def build(cfg) -> IIAEParts:
     )
 
 
-def latent_shapes(cfg) -> tuple[list[int], list[int]]:
+def latent_shapes(cfg) -> tuple[list[int], dict[str, list[int]]]:
     side = cfg.image_size >> (len(cfg.shared_channels) + 1)
-    if cfg.exclusive_code == "vector":
-        return [cfg.z_shared, side, side], [cfg.z_exclusive]
     exclusive_side = cfg.image_size >> (len(cfg.exclusive_channels) + 1)
-    return [cfg.z_shared, side, side], [cfg.z_exclusive, exclusive_side, exclusive_side]
+    exclusive_map = [cfg.z_exclusive, exclusive_side, exclusive_side]
+    return [cfg.z_shared, side, side], {d: exclusive_map if d in cfg.exclusive_maps else [cfg.z_exclusive] for d in DOMAINS}

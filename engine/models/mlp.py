@@ -25,8 +25,8 @@ def check(cfg) -> None:
     """Feature vectors: no spatial stages to fit; the decoder is an MLP (no blocks for FiLM)."""
     if cfg.decoder_conditioning != "concat":
         raise ValueError(f"decoder_conditioning: the mlp arch supports only concat, got {cfg.decoder_conditioning!r}")
-    if cfg.exclusive_code != "vector":
-        raise ValueError(f"exclusive_code: the mlp arch supports only vector, got {cfg.exclusive_code!r}")
+    if cfg.exclusive_maps:
+        raise ValueError(f"exclusive_maps: the mlp arch has vector exclusive codes only, got {cfg.exclusive_maps}")
 
 
 def build(cfg) -> IIAEParts:
@@ -40,5 +40,5 @@ def build(cfg) -> IIAEParts:
     )
 
 
-def latent_shapes(cfg) -> tuple[list[int], list[int]]:
-    return [cfg.z_shared], [cfg.z_exclusive]
+def latent_shapes(cfg) -> tuple[list[int], dict[str, list[int]]]:
+    return [cfg.z_shared], {d: [cfg.z_exclusive] for d in DOMAINS}
