@@ -300,8 +300,8 @@ class IIAE(
     ) -> torch.Tensor:
         """Decode the r mean of `v` (from the other domain) into `to_domain`.
 
-        With `exclusive` ([B, *latent_shapes()[1][to_domain]]) returns [B, ...]: the guided translation. Without it, draws n
-        exclusive codes from N(0, I) per input and returns [n, B, ...]: diverse translations."""
+        With `exclusive` ([B, *latent_shapes()[1][to_domain]]) returns [B, ...]: the guided translation. Without
+        it, draws n exclusive codes from N(0, I) per input and returns [n, B, ...]: diverse translations."""
         z_s = self.encode_shared(v, OTHER[_check_domain(to_domain)])
         if exclusive is not None:
             return self.decode(z_s, exclusive.to(z_s), to_domain)

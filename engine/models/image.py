@@ -27,10 +27,9 @@ class ImageDecoder(nn.Module):
         self.film = film_layers(cfg)
 
     def forward(self, z_s: torch.Tensor, z_d: torch.Tensor) -> torch.Tensor:
-        if z_d.dim() == 2:
-            tiled = repeat(z_d, "b c -> b c h w", h=z_s.shape[2], w=z_s.shape[3])
-        else:
-            tiled = repeat(z_d, "b c h w -> b c (h i) (w j)", i=z_s.shape[2] // z_d.shape[2], j=z_s.shape[3] // z_d.shape[3])
+        cells = z_d if z_d.dim() == 4 else z_d[:, :, None, None]  # a vector is a 1x1 map
+        tiled = repeat(cells, "b c h w -> b c (h i) (w j)", i=z_s.shape[2] // cells.shape[2],
+                       j=z_s.shape[3] // cells.shape[3])
         return run_deconvs(self.net, self.film, torch.cat([z_s, tiled], dim=1), z_d)
 
 
@@ -62,5 +61,5 @@ def build(cfg) -> IIAEParts:
 def latent_shapes(cfg) -> tuple[list[int], dict[str, list[int]]]:
     side = cfg.image_size >> (len(cfg.shared_channels) + 1)
     exclusive_side = cfg.image_size >> (len(cfg.exclusive_channels) + 1)
-    exclusive_map = [cfg.z_exclusive, exclusive_side, exclusive_side]
-    return [cfg.z_shared, side, side], {d: exclusive_map if d in cfg.exclusive_maps else [cfg.z_exclusive] for d in DOMAINS}
+    exclusive = {d: [cfg.z_exclusive] + [exclusive_side] * 2 * (d in cfg.exclusive_maps) for d in DOMAINS}
+    return [cfg.z_shared, side, side], exclusive

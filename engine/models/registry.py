@@ -1,8 +1,8 @@
 """The architecture registry: arch name → builder module, and what a model config says about the data it reads.
 
 Each module provides INPUT_KIND ("image" | "feature"), check(cfg) (raises ValueError naming the key),
-build(cfg) -> IIAEParts and latent_shapes(cfg) -> (z_shared shape, {domain: z_exclusive shape}). A new architecture is one
-module here, one line in ARCHITECTURES and its name in `ModelConfig.arch` (models/config.py).
+build(cfg) -> IIAEParts and latent_shapes(cfg) -> (z_shared shape, {domain: z_exclusive shape}). A new architecture
+is one module here, one line in ARCHITECTURES and its name in `ModelConfig.arch` (models/config.py).
 """
 from __future__ import annotations
 
