@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
           f"recon={info['recon']} x{info['recon_weight']:g}"
           + (f" (y x{info['recon_weight_y']:g})" if info["recon_weight_y"] is not None else "")
           + f"  anneal={info['anneal_steps']} steps")
-    exclusive = info["z_exclusive"]  # one shape when both domains' agree
+    exclusive = info["z_exclusive"]  # one shape when both domains agree
     exclusive = exclusive["x"] if exclusive["x"] == exclusive["y"] else "  ".join(f"{d} {s}" for d, s in exclusive.items())
     print(f"latents     z_shared {info['z_shared']}  z_exclusive {exclusive}")
     print(f"data        {info['data_root']}  batch {info['batch_size']}")

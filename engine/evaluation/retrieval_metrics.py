@@ -175,12 +175,10 @@ def precision_at_k(
 
 
 def _comparable(ex: torch.Tensor, ey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exclusive codes of one size: a map code (flattened [N, C·H·W]) beside a vector one ([N, C], `exclusive_maps`)
-    is averaged over its positions."""
-    if ex.shape[1] == ey.shape[1]:
-        return ex, ey
-    pool = lambda big, small: big.view(len(big), small.shape[1], -1).mean(-1)  # noqa: E731
-    return (pool(ex, ey), ey) if ex.shape[1] > ey.shape[1] else (ex, pool(ey, ex))
+    """Exclusive codes of one size: a map code (flattened channel-major, [N, C·H·W]) beside a vector one ([N, C],
+    `exclusive_maps`) is averaged over its positions; codes of one size come back as they are."""
+    size = min(ex.shape[1], ey.shape[1])
+    return ex.reshape(len(ex), size, -1).mean(-1), ey.reshape(len(ey), size, -1).mean(-1)
 
 
 def paired_scores(sx: torch.Tensor, sy: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor) -> dict:
