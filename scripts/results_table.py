@@ -47,8 +47,8 @@ def _when(sel: dict, run: Path) -> str:
     return f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
 
 
-def _both_ways(m: dict, key: str, fmt) -> str:
-    a, b = m.get(f"{key}_x2y"), m.get(f"{key}_y2x")
+def _both_ways(m: dict, key: str, fmt, suffix: str = "") -> str:
+    a, b = m.get(f"{key}_x2y{suffix}"), m.get(f"{key}_y2x{suffix}")
     return "—" if a is None else f"{fmt(a)} / {fmt(b)}"
 
 
@@ -90,8 +90,9 @@ def label_maps_table(runs: list[Path]) -> list[str]:
 def diagnosis_table(runs: list[Path]) -> list[str]:
     """Why shared-code retrieval misses (`iiae eval --diagnose`, evaluation/code_diagnosis.py)."""
     lines = ["", "| model | hubness max X→Y / Y→X | hubness skew X→Y / Y→X | misses' gallery-norm percentile X→Y / Y→X "
-             "| R² of r^x from r^y / r^y from r^x | active dims | variance on them r^x / r^y |",
-             "|---|---|---|---|---|---|---|"]
+             "| R² of r^x from r^y / r^y from r^x | active dims | variance on them r^x / r^y "
+             "| Recall@1 X→Y / Y→X ranked by cosine | by CSLS |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         m, _, label = _read(run)
         if "active_dims" not in m:
@@ -99,7 +100,8 @@ def diagnosis_table(runs: list[Path]) -> list[str]:
         lines.append(f"| {label} | {m['hubness_max_x2y']} / {m['hubness_max_y2x']} | {m['hubness_skew_x2y']:.1f} / "
                      f"{m['hubness_skew_y2x']:.1f} | {m['miss_norm_rank_x2y']:.2f} / {m['miss_norm_rank_y2x']:.2f} | "
                      f"{m['r2_x_from_y']:.2f} / {m['r2_y_from_x']:.2f} | {m['active_dims']} | "
-                     f"{m['active_var_x']:.2f} / {m['active_var_y']:.2f} |")
+                     f"{m['active_var_x']:.2f} / {m['active_var_y']:.2f} | "
+                     + " | ".join(_both_ways(m, "recall_at_1", pct, suffix=f"_{r}") for r in ("cosine", "csls")) + " |")
     return lines if len(lines) > 3 else []
 
 

@@ -162,6 +162,38 @@ def test_hubness_scores_a_planted_hub():
     assert 1 < hubness(queries, torch.randn(50, 8) * 10)["max"] < 50  # an unrelated gallery: mild hubs
 
 
+def test_csls_ranks_as_its_definition_and_discounts_norm_hubs():
+    """CSLS (Conneau et al. 2018) written out in full, 2 cos(q, g) - r_T(q) - r_S(g) with r the mean cosine to the
+    k most similar rows of the other side, picks what `recall_at_1(ranking="csls")` picks, query by query; on the
+    issue's model of Maps (r^x = m + u, r^y = m / 2) cosine and CSLS recover map queries the paper's ranking loses."""
+    import torch.nn.functional as F
+
+    from iiae.evaluation.retrieval_metrics import CSLS_K, RANKINGS, csls_penalty, nearest, recall_at_1
+
+    g = torch.Generator().manual_seed(0)
+    q, gal = torch.randn(60, 8, generator=g), torch.randn(60, 8, generator=g)
+    cos = F.normalize(q, dim=1) @ F.normalize(gal, dim=1).T
+    r_t, r_s = cos.topk(CSLS_K, dim=1).values.mean(1), cos.T.topk(CSLS_K, dim=1).values.mean(1)
+    assert torch.allclose(csls_penalty(q, gal, chunk=7), r_s, atol=1e-6)  # chunking changes nothing
+    full = 2 * cos - r_t[:, None] - r_s[None, :]
+
+    def ranked(name):
+        query, gallery, penalty = RANKINGS[name](q, gal)
+        return nearest(query, gallery, penalty=penalty)
+
+    assert torch.equal(ranked("csls"), full.argmax(1)) and torch.equal(ranked("cosine"), cos.argmax(1))
+    assert torch.equal(ranked("euclidean"), (torch.cdist(q, gal) ** 2).argmin(1))
+
+    m = torch.randn(400, 16, generator=g)
+    u = torch.randn(400, 48, generator=g) * torch.rand(400, 1, generator=g) * 2
+    r_x, r_y = torch.cat([m, u], 1), torch.cat([0.5 * m, torch.zeros(400, 48)], 1)
+    euclid, cosine, csls = (recall_at_1(r_y, r_x, ranking=r) for r in ("euclidean", "cosine", "csls"))
+    assert euclid < 0.2 and cosine > euclid + 0.2 and csls > cosine + 0.2
+    assert recall_at_1(r_x, r_y, ranking="csls") == 1.0  # satellite queries: u is common to the candidates
+    with pytest.raises(ValueError, match="ranking must be one of"):
+        recall_at_1(r_x, r_y, ranking="dot")
+
+
 def test_code_diagnosis_tells_norm_hubs_from_unrelated_misses():
     """r^x = m + u (u: content y cannot predict, of varying norm), r^y = c·m: y queries miss toward small-norm x
     codes, r^x is poorly predicted from r^y, r^y varies less; with u = 0 and c = 1 none of that holds."""
@@ -176,6 +208,7 @@ def test_code_diagnosis_tells_norm_hubs_from_unrelated_misses():
     assert 0.05 < hubbed["r2_x_from_y"] < 0.3  # m holds a fifth of the variance of r^x (16 of 80 units)
     assert hubbed["r2_y_from_x"] > 0.99  # r^y is a linear function of r^x
     assert hubbed["active_dims"] == 64 and hubbed["active_var_y"] < 0.3 * hubbed["active_var_x"]
+    assert hubbed["recall_at_1_y2x_csls"] > hubbed["recall_at_1_y2x_cosine"] > 0.3  # hubs of the ranking
     noisy = m + 0.5 * torch.randn(400, 16, generator=g)
     plain = diagnose(m, noisy)  # misses from noise alone: unrelated to the gallery norms
     assert 0.35 < plain["miss_norm_rank_y2x"] < 0.65 and 0.3 < plain["miss_smaller_y2x"] < 0.7

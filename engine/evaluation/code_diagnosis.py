@@ -10,6 +10,10 @@ hubs. The figures below tell these causes apart, each way (x2y: x queries, y gal
 - `miss_smaller_*`: the fraction of misses whose retrieved code has a smaller norm than the true partner's.
 - `r2_x_from_y`, `r2_y_from_x`: the linear R² of one domain's codes from the other's (least squares with a bias,
   its strength chosen on held-out pairs, scored on pairs it never saw): how much of r^x the y side can predict (low: a large u).
+- `recall_at_1_*_cosine`, `recall_at_1_*_csls`: Recall@1 ranked blind to norms (cosine) and with CSLS, which
+  also charges each gallery code its similarity to its nearest queries (Conneau et al., 2018; transductive: it
+  reads every query). If these lift the figure, the misses are hubs of the ranking rather than codes without the
+  pair's content. Diagnostics only: the paper's figure is the squared Euclidean one.
 - `active_dims`: dimensions where the r^x or r^y means vary across the data by more than 0.01 (the "active
   units" of Burda et al., 2016), and `active_var_x` / `active_var_y`: their mean variance on those dimensions
   (r^y ≪ r^x: the y side shrinks its codes toward the prior mean, c < 1).
@@ -20,13 +24,14 @@ from typing import Callable
 
 import torch
 
+from iiae.evaluation.retrieval_metrics import nearest, recall_at_1
+
+HUB_DISCOUNTING = ("cosine", "csls")  # rankings beside the paper's (retrieval_metrics.RANKINGS)
 ACTIVE_VARIANCE = 0.01  # Burda et al.: a unit is active when Var_data(E_q[u]) > 0.01
 RIDGE_STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative to the mean squared norm of a code
 
 
 def _miss_norms(query: torch.Tensor, gallery: torch.Tensor) -> tuple[float, float]:
-    from iiae.evaluation.retrieval_metrics import nearest
-
     picked = nearest(query, gallery)
     misses = picked != torch.arange(len(query), device=picked.device)
     if not misses.any():
@@ -74,6 +79,8 @@ def diagnose(r_x: torch.Tensor, r_y: torch.Tensor) -> dict:
     out = {}
     for way, q, g in (("x2y", r_x, r_y), ("y2x", r_y, r_x)):
         out[f"miss_norm_rank_{way}"], out[f"miss_smaller_{way}"] = _miss_norms(q, g)
+        for ranking in HUB_DISCOUNTING:
+            out[f"recall_at_1_{way}_{ranking}"] = recall_at_1(q, g, ranking=ranking)
     out["r2_x_from_y"], out["r2_y_from_x"] = linear_r2(r_y, r_x), linear_r2(r_x, r_y)
     var_x, var_y = r_x.double().var(0), r_y.double().var(0)
     active = (var_x > ACTIVE_VARIANCE) | (var_y > ACTIVE_VARIANCE)

@@ -6,6 +6,8 @@ Every function walks the queries in chunks, so only a [chunk, N_gallery] block o
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -25,14 +27,16 @@ def _check(query: torch.Tensor, gallery: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def nearest(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """Index of the nearest gallery row (squared Euclidean) for every query row; ties go to the lowest index.
+def nearest(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+            penalty: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Index of the nearest gallery row (squared Euclidean, plus `penalty[j]` for gallery row j when given: see
+    `RANKINGS`) for every query row; ties go to the lowest index.
 
     Returns LongTensor[N] on the query's device."""
     _check(query, gallery)
     query, gallery = query.float(), gallery.float()
     # |q - g|^2 = |q|^2 - 2 q.g + |g|^2; |q|^2 is constant per row, so the argmin needs only |g|^2 - 2 q.g
-    g_sq = gallery.pow(2).sum(1)
+    g_sq = gallery.pow(2).sum(1) if penalty is None else gallery.pow(2).sum(1) + penalty.float()
     out = torch.empty(query.shape[0], dtype=torch.long, device=query.device)
     for start in range(0, query.shape[0], chunk):
         q = query[start : start + chunk]
@@ -109,11 +113,47 @@ def hubness(query: torch.Tensor, gallery: torch.Tensor, k: int = HUBNESS_K, chun
     return {"max": int(first.max()), "skew": skew}
 
 
-def recall_at_1(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> float:
-    """Fraction of queries whose nearest gallery row is their partner (query i's partner is gallery i)."""
+# ---- rankings: the paper's, and two that discount hubs (diagnostics beside it, never the reported figure) ----
+CSLS_K = 10  # the neighbourhood of CSLS's hub penalty, as in Conneau et al. (ICLR 2018)
+
+
+def _unit(query: torch.Tensor, gallery: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return F.normalize(query.float(), dim=1), F.normalize(gallery.float(), dim=1)
+
+
+@torch.no_grad()
+def csls_penalty(query: torch.Tensor, gallery: torch.Tensor, k: int = CSLS_K, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """r(g_j): gallery row j's mean cosine similarity to its k most similar queries: large for a hub."""
+    q, g = _unit(query, gallery)
+    k = min(k, len(q))
+    return torch.cat([(g[start : start + chunk] @ q.T).topk(k, dim=1).values.mean(1)
+                      for start in range(0, len(g), chunk)])
+
+
+def _csls(query: torch.Tensor, gallery: torch.Tensor):
+    # CSLS(q, g) = 2 cos(q, g) - r(q) - r(g); on unit vectors 2 cos = 2 - |q - g|^2 and r(q) is constant per query,
+    # so the best CSLS is the smallest |q - g|^2 + r(g) (the query side's r is left out: it ranks nothing)
+    return (*_unit(query, gallery), csls_penalty(query, gallery))
+
+
+# name -> (query, gallery) -> (query, gallery, penalty per gallery row or None), ranked by `nearest`
+RANKINGS: dict[str, Callable] = {
+    "euclidean": lambda query, gallery: (query, gallery, None),  # the paper's: squared Euclidean on the r means
+    "cosine": lambda query, gallery: (*_unit(query, gallery), None),  # blind to norms, so to norm hubs
+    "csls": _csls,  # cosine less each gallery row's similarity to its nearest queries: transductive, hubs pay
+}
+
+
+def recall_at_1(query: torch.Tensor, gallery: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+                ranking: str = "euclidean") -> float:
+    """Fraction of queries whose nearest gallery row (under `ranking`, see RANKINGS) is their partner (query i's
+    partner is gallery i)."""
     if query.shape[0] != gallery.shape[0]:
         raise ValueError(f"paired retrieval needs as many queries as gallery rows: {query.shape[0]} vs {gallery.shape[0]}")
-    hits = nearest(query, gallery, chunk) == torch.arange(query.shape[0], device=query.device)
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    q, g, penalty = RANKINGS[ranking](query, gallery)
+    hits = nearest(q, g, chunk, penalty=penalty) == torch.arange(query.shape[0], device=query.device)
     return hits.float().mean().item()
 
 
