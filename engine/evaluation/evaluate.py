@@ -227,8 +227,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training steps of each fidelity classifier (default: iiae.evaluation.fidelity.STEPS)")
     p.add_argument("--diagnose", action="store_true",
                    help="paired data: also report why shared-code retrieval misses (norms of the missed codes, the "
-                        "linear R² of each side's codes from the other's, variances on active dimensions, Recall@1 ranked by cosine "
-                        "and by CSLS, which discount hubs)")
+                        "linear R² of each side's codes from the other's, variances on active dimensions, Recall@1 "
+                        "ranked by cosine and by CSLS, which discount hubs)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N samples only")
     p.add_argument("--no-verify", action="store_true", help="skip checking each shard's sha256 against dataset.json")
