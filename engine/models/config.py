@@ -44,6 +44,10 @@ class ModelConfig(Strict):
     # stride-2 stage than exclusive_channels, tiled over z^s in the decoder), not the paper's vector: room for
     # content that is local, not global (a satellite's texture: a field here, roofs there), which a vector cannot place
     exclusive_maps: list[Literal["x", "y"]] = Field([], max_length=2)
+    # the means of q(z^s|x,y), r^x and r^y: "none" as the paper; "sphere" rescales each to norm sqrt(size of z^s),
+    # the typical norm of a N(0, I) draw (not in the paper): a code's norm then carries nothing, so codes whose
+    # other side predicts less of them (a satellite's, from its map) cannot attract queries by a small norm
+    shared_code_norm: Literal["none", "sphere"] = "none"
     # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
     # the same function, other rounding)
     channels_last: bool = False

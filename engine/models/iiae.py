@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DOMAINS = ("x", "y")
 OTHER = {"x": "y", "y": "x"}
 SHARED_NORM_EPS = 1e-4  # variance floor: a blank input stays finite
+SPHERE_EPS = 1e-6  # shared_code_norm "sphere": a zero mean stays finite
 
 
 @dataclass
@@ -271,10 +272,17 @@ class IIAE(
             v = F.group_norm(v, v.shape[1], eps=SHARED_NORM_EPS)
         return self.parts.shared[_check_domain(domain)](v)
 
+    def _shared_mean(self, mu: torch.Tensor) -> torch.Tensor:
+        if self.cfg.shared_code_norm == "none":
+            return mu
+        size = mu.shape[1:].numel()  # "sphere": every mean at the norm of a typical N(0, I) draw of z^s
+        norm = mu.flatten(1).norm(dim=1).clamp(min=SPHERE_EPS).view(-1, *[1] * (mu.dim() - 1))
+        return mu * (size ** 0.5 / norm)
+
     def shared_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
         """r^d(z^s | d)."""
         mu, logvar = self.parts.r_head[_check_domain(domain)](self.shared_features(v, domain))
-        return mu, self._clip(logvar)
+        return self._shared_mean(mu), self._clip(logvar)
 
     @inference
     def encode_shared(self, v: torch.Tensor, domain: str) -> torch.Tensor:
@@ -332,6 +340,7 @@ class IIAE(
         mu_rx, lv_rx = self.parts.r_head["x"](h_x)
         mu_ry, lv_ry = self.parts.r_head["y"](h_y)
         mu_s, lv_s = self.parts.joint(h_x, h_y)
+        mu_rx, mu_ry, mu_s = (self._shared_mean(mu) for mu in (mu_rx, mu_ry, mu_s))
         lv_rx, lv_ry, lv_s = self._clip(lv_rx), self._clip(lv_ry), self._clip(lv_s)
 
         z_s, kl_s, kl_rx, kl_ry = self._sample(
