@@ -243,3 +243,33 @@ def test_exclusive_maps_are_refused_where_they_cannot_tile():
     with pytest.raises(RecipeError, match="a 12-px exclusive map does not tile the 6-px z\\^s map"):
         load_recipe(ROOT / "recipes" / "debug.yaml", ["model.image_size=48", "model.exclusive_channels=[8]",
                                                       "model.exclusive_maps=[x]"])
+
+
+@pytest.mark.parametrize("recipe", ["debug.yaml", "sketchy.yaml"])
+def test_sphere_puts_every_shared_mean_at_one_norm_and_leaves_the_rest(recipe, tmp_path):
+    """`shared_code_norm: sphere`: the means of q(z^s|x,y), r^x and r^y have norm sqrt(size of z^s) on image and
+    feature models, in training and in eval (the retrieval codes); the directions are the paper model's, and the
+    exclusive posteriors and variances are untouched. The option round-trips through save_pretrained."""
+    plain, sphere = _model(recipe), _model(recipe, "model.shared_code_norm=sphere")
+    sphere.load_state_dict(plain.state_dict())  # no parameters of its own
+    shape = plain.input_shape
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, *shape, generator=g) * 2 - 1, torch.rand(3, *shape, generator=g) * 2 - 1
+    size = torch.Size(sphere.latent_shapes()[0]).numel()
+    for model in (plain, sphere):
+        model.train()
+    a, b = plain(x, y, seed=1).posteriors, sphere(x, y, seed=1).posteriors
+    for name in ("s", "rx", "ry"):
+        (mu_a, lv_a), (mu_b, lv_b) = a[name], b[name]
+        torch.testing.assert_close(mu_b.flatten(1).norm(dim=1), torch.full((3,), size ** 0.5))
+        torch.testing.assert_close(mu_b, mu_a * (size ** 0.5 / mu_a.flatten(1).norm(dim=1)).view(-1, *[1] * (mu_a.dim() - 1)))
+        torch.testing.assert_close(lv_b, lv_a)
+    for name in ("x", "y"):
+        torch.testing.assert_close(b[name][0], a[name][0])
+    assert not torch.allclose(plain.eval().encode_shared(x, "x").flatten(1).norm(dim=1), torch.full((3,), size ** 0.5))
+    codes = sphere.eval().encode_shared(y, "y")
+    torch.testing.assert_close(codes.flatten(1).norm(dim=1), torch.full((3,), size ** 0.5))
+    sphere.save_pretrained(tmp_path)
+    loaded = IIAE.from_pretrained(tmp_path)
+    assert loaded.cfg.shared_code_norm == "sphere"
+    torch.testing.assert_close(loaded.encode_shared(y, "y"), codes)
