@@ -245,7 +245,7 @@ def test_exclusive_maps_are_refused_where_they_cannot_tile():
                                                       "model.exclusive_maps=[x]"])
 
 
-@pytest.mark.parametrize("recipe", ["debug.yaml", "sketchy.yaml"])
+@pytest.mark.parametrize("recipe", ["debug.yaml", "cars_cpu.yaml", "sketchy.yaml"])  # image, flat, mlp
 def test_sphere_puts_every_shared_mean_at_one_norm_and_leaves_the_rest(recipe, tmp_path):
     """`shared_code_norm: sphere`: the means of q(z^s|x,y), r^x and r^y have norm sqrt(size of z^s) on image and
     feature models, in training and in eval (the retrieval codes); the directions are the paper model's, and the
