@@ -8,6 +8,10 @@ import json
 from iiae.config import load_recipe
 
 
+# model options printed only where a recipe leaves the paper's value
+PAPER_OPTIONS = {"shared_input_norm": "none", "decoder_conditioning": "concat", "exclusive_maps": [],
+                 "shared_code_norm": "none"}
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML or shipped recipe name, e.g. recipes/mnist_cdcb.yaml or mnist_cdcb")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
@@ -54,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     m = info["model"]
     inputs = (f"{m['feature_dim']}-d features" if info["input"] == "feature" else
               f"{m['image_size']} px  channels shared {m['shared_channels']} exclusive {m['exclusive_channels']}")
-    options = [f"shared_input_norm {m['shared_input_norm']}"] * (m["shared_input_norm"] != "none")
-    options += [f"decoder_conditioning {m['decoder_conditioning']}"] * (m["decoder_conditioning"] != "concat")
-    options += [f"exclusive_maps {m['exclusive_maps']}"] * bool(m["exclusive_maps"])
+    options = [f"{key} {m[key]}" for key, paper in PAPER_OPTIONS.items() if m[key] != paper]
     print(f"model       {inputs}  dropout {m['dropout']:g}" + "".join(f"  {o}" for o in options))
     print(f"objective   beta={info['beta']}  Lambda={info['Lambda']}  lambda_paper={info['lambda_paper']:g}  "
           f"recon={info['recon']} x{info['recon_weight']:g}"
