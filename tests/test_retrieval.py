@@ -214,6 +214,9 @@ def test_code_diagnosis_tells_norm_hubs_from_unrelated_misses():
     assert 0.35 < plain["miss_norm_rank_y2x"] < 0.65 and 0.3 < plain["miss_smaller_y2x"] < 0.7
     assert plain["r2_x_from_y"] > 0.75 and plain["active_dims"] == 16
     assert linear_r2(m, torch.randn(400, 4, generator=g)) < 0.05  # unrelated targets: nothing predicted
+    on_sphere = diagnose(*(torch.nn.functional.normalize(r, dim=1) for r in (r_x, r_y)))  # one norm: no norm rank
+    assert all(on_sphere[f"miss_{k}_{way}"] != on_sphere[f"miss_{k}_{way}"] for k in ("norm_rank", "smaller")
+               for way in ("x2y", "y2x"))
     with pytest.raises(ValueError, match="one shape"):
         diagnose(r_x, r_y[:, :10])
 

@@ -6,7 +6,8 @@ of |r^x_j|² (which holds |u_j|²) does not shrink with it: y queries then retri
 hubs. The figures below tell these causes apart, each way (x2y: x queries, y gallery; y2x the reverse):
 
 - `miss_norm_rank_*`: over the misses, the mean percentile (0 = smallest, 1 = largest) of the retrieved gallery
-  code's squared norm among all gallery norms. ≈ 0.5 when misses are unrelated to norm, near 0 for norm hubs.
+  code's squared norm among all gallery norms. ≈ 0.5 when misses are unrelated to norm, near 0 for norm hubs;
+  NaN, as `miss_smaller_*`, when the gallery's codes have one norm.
 - `miss_smaller_*`: the fraction of misses whose retrieved code has a smaller norm than the true partner's.
 - `r2_x_from_y`, `r2_y_from_x`: the linear R² of one domain's codes from the other's (least squares with a bias,
   its strength chosen on held-out pairs, scored on pairs it never saw): how much of r^x the y side can predict (low: a large u).
@@ -27,6 +28,7 @@ import torch
 from iiae.evaluation.retrieval_metrics import nearest, recall_at_1
 
 HUB_DISCOUNTING = ("cosine", "csls")  # rankings beside the paper's (retrieval_metrics.RANKINGS)
+ONE_NORM = 1e-4  # relative spread of the gallery's squared norms below which they count as one (rounding)
 ACTIVE_VARIANCE = 0.01  # Burda et al.: a unit is active when Var_data(E_q[u]) > 0.01
 RIDGE_STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative to the mean squared norm of a code
 
@@ -37,6 +39,8 @@ def _miss_norms(query: torch.Tensor, gallery: torch.Tensor) -> tuple[float, floa
     if not misses.any():
         return float("nan"), float("nan")
     norms = gallery.float().pow(2).sum(1)
+    if norms.max() - norms.min() <= ONE_NORM * norms.max():  # codes of one norm (shared_code_norm "sphere")
+        return float("nan"), float("nan")
     percentile = norms.argsort().argsort().double() / max(len(norms) - 1, 1)  # rank of each norm, 0..1
     return (percentile[picked[misses]].mean().item(),
             (norms[picked[misses]] < norms[misses]).double().mean().item())
