@@ -91,8 +91,8 @@ def diagnosis_table(runs: list[Path]) -> list[str]:
     """Why shared-code retrieval misses (`iiae eval --diagnose`, evaluation/code_diagnosis.py)."""
     lines = ["", "| model | hubness max X→Y / Y→X | hubness skew X→Y / Y→X | misses' gallery-norm percentile X→Y / Y→X "
              "| R² of r^x from r^y / r^y from r^x | active dims | variance on them r^x / r^y "
-             "| Recall@1 X→Y / Y→X ranked by cosine | by CSLS |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| Recall@1 X→Y / Y→X ranked by cosine | by centred cosine | by CSLS |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         m, _, label = _read(run)
         if "active_dims" not in m:
@@ -101,7 +101,7 @@ def diagnosis_table(runs: list[Path]) -> list[str]:
                      f"{m['hubness_skew_y2x']:.1f} | {m['miss_norm_rank_x2y']:.2f} / {m['miss_norm_rank_y2x']:.2f} | "
                      f"{m['r2_x_from_y']:.2f} / {m['r2_y_from_x']:.2f} | {m['active_dims']} | "
                      f"{m['active_var_x']:.2f} / {m['active_var_y']:.2f} | "
-                     + " | ".join(_both_ways(m, "recall_at_1", pct, suffix=f"_{r}") for r in ("cosine", "csls")) + " |")
+                     + " | ".join(_both_ways(m, "recall_at_1", pct, suffix=f"_{r}") for r in ("cosine", "centred", "csls")) + " |")
     return lines if len(lines) > 3 else []
 
 

@@ -194,6 +194,29 @@ def test_csls_ranks_as_its_definition_and_discounts_norm_hubs():
         recall_at_1(r_x, r_y, ranking="dot")
 
 
+def test_centred_cosine_is_cosine_after_each_side_loses_its_mean_and_discounts_a_shared_direction():
+    """Centred cosine (Suzuki et al. 2013) picks what cosine picks on mean-free copies of both sides; when each side's
+    codes share a direction of their own (b_x, b_y), the gallery codes with the least else point along b_x, nearest
+    to every query, and become hubs of cosine; centring takes both offsets out and the partners back."""
+    import torch.nn.functional as F
+
+    from iiae.evaluation.retrieval_metrics import RANKINGS, hubness, nearest, recall_at_1
+
+    g = torch.Generator().manual_seed(0)
+    q, gal = torch.randn(50, 8, generator=g) + 3, torch.randn(50, 8, generator=g) - 1
+    query, gallery, penalty = RANKINGS["centred"](q, gal)
+    cos = F.normalize(q - q.mean(0), dim=1) @ F.normalize(gal - gal.mean(0), dim=1).T
+    assert penalty is None and torch.equal(nearest(query, gallery), cos.argmax(1))
+
+    s = torch.randn(300, 16, generator=g) * torch.rand(300, 1, generator=g) * 2  # per-pair content, norms vary
+    b_x, b_y = torch.zeros(16), torch.zeros(16)
+    b_x[0], b_y[1] = 4.0, 4.0  # each side's own offset
+    r_x, r_y = b_x + s, b_y + 0.7 * s + 0.1 * torch.randn(300, 16, generator=g)
+    cosine, centred, csls = (recall_at_1(r_y, r_x, ranking=r) for r in ("cosine", "centred", "csls"))
+    assert cosine < 0.4 and centred > 0.9 and csls < centred
+    assert hubness(*RANKINGS["cosine"](r_y, r_x)[:2])["max"] > 5 * hubness(*RANKINGS["centred"](r_y, r_x)[:2])["max"]
+
+
 def test_code_diagnosis_tells_norm_hubs_from_unrelated_misses():
     """r^x = m + u (u: content y cannot predict, of varying norm), r^y = c·m: y queries miss toward small-norm x
     codes, r^x is poorly predicted from r^y, r^y varies less; with u = 0 and c = 1 none of that holds."""
