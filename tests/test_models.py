@@ -273,38 +273,3 @@ def test_sphere_puts_every_shared_mean_at_one_norm_and_leaves_the_rest(recipe, t
     loaded = IIAE.from_pretrained(tmp_path)
     assert loaded.cfg.shared_code_norm == "sphere"
     torch.testing.assert_close(loaded.encode_shared(y, "y"), codes)
-
-
-@pytest.mark.parametrize("recipe", ["debug.yaml", "cars_cpu.yaml", "sketchy.yaml"])  # image, flat, mlp
-def test_centred_sphere_takes_each_shared_mean_less_its_own_mean_onto_the_sphere(recipe, tmp_path):
-    """`shared_code_norm: centred_sphere`: in training each of q, r^x, r^y is its batch mean subtracted, then put at
-    norm sqrt(size of z^s), and a running mean per posterior moves 0.01 of the way to the batch mean; in eval the
-    running mean is subtracted instead. It is saved with the weights; a training batch of one is refused."""
-    from iiae.models.iiae import SHARED_POSTERIORS
-
-    plain, centred = _model(recipe), _model(recipe, "model.shared_code_norm=centred_sphere")
-    missing = set(centred.load_state_dict(plain.state_dict(), strict=False).missing_keys)
-    assert missing == {f"code_centres.{name}.running_mean" for name in SHARED_POSTERIORS}  # buffers, no parameters
-    g = torch.Generator().manual_seed(0)
-    x, y = (torch.rand(4, *plain.input_shape, generator=g) * 2 - 1 for _ in range(2))
-    size = torch.Size(centred.latent_shapes()[0]).numel()
-
-    def sphere(v):
-        return v * (size ** 0.5 / v.flatten(1).norm(dim=1)).view(-1, *[1] * (v.dim() - 1))
-
-    plain.train(), centred.train()
-    a, b = plain(x, y, seed=1).posteriors, centred(x, y, seed=1).posteriors
-    for name in SHARED_POSTERIORS:
-        torch.testing.assert_close(b[name][0], sphere(a[name][0] - a[name][0].mean(0)))
-        torch.testing.assert_close(centred.code_centres[name].running_mean, 0.01 * a[name][0].mean(0).detach())
-    plain.eval(), centred.eval()
-    codes = centred.encode_shared(y, "y")
-    torch.testing.assert_close(codes, sphere(plain.encode_shared(y, "y") - centred.code_centres["ry"].running_mean))
-    centred.save_pretrained(tmp_path)
-    loaded = IIAE.from_pretrained(tmp_path)
-    torch.testing.assert_close(loaded.code_centres["ry"].running_mean, centred.code_centres["ry"].running_mean)
-    torch.testing.assert_close(loaded.encode_shared(y, "y"), codes)
-    from iiae.models.blocks import MeanCentre
-
-    with pytest.raises(ValueError, match="batches of at least 2"):
-        MeanCentre([3]).train()(torch.zeros(1, 3))  # its batch mean would be the code itself

@@ -17,26 +17,6 @@ def bn1d(c: int) -> nn.BatchNorm1d:
     return nn.BatchNorm1d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
-class MeanCentre(nn.Module):
-    """Mean-only batch normalisation (Salimans & Kingma, 2016): subtracts the batch mean in training, its running
-    average (`running_mean`, a buffer saved with the weights) in eval; no scale, no parameters."""
-
-    def __init__(self, shape: list[int], momentum: float = 0.01):
-        super().__init__()
-        self.momentum = momentum  # slower than BatchNorm's 0.1: the eval codes of one side share this one offset
-        self.register_buffer("running_mean", torch.zeros(shape))
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return v - self.running_mean
-        if v.shape[0] < 2:
-            raise ValueError("mean centring needs batches of at least 2 in training")
-        mean = v.mean(0)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
-        return v - mean
-
-
 def check_conv_stages(cfg) -> None:
     """Each conv stack halves the image once per block (the trunks and decoder one more for their last block):
     the stages must fit image_size exactly. Raises ValueError naming the key (a recipe error)."""

@@ -47,10 +47,7 @@ class ModelConfig(Strict):
     # the means of q(z^s|x,y), r^x and r^y: "none" as the paper; "sphere" rescales each to norm sqrt(size of z^s),
     # the typical norm of a N(0, I) draw (not in the paper): a code's norm then carries nothing, so codes whose
     # other side predicts less of them (a satellite's, from its map) cannot attract queries by a small norm
-    # "centred_sphere" first subtracts from each of the three its own mean over the data (mean-only batch norm:
-    # the batch's in training, a running one in eval), so a direction all of one side's codes share cannot make
-    # the codes nearest to it hubs either
-    shared_code_norm: Literal["none", "sphere", "centred_sphere"] = "none"
+    shared_code_norm: Literal["none", "sphere"] = "none"
     # image models: weights and batches in channels-last memory layout (faster convolutions on many CPUs and GPUs;
     # the same function, other rounding)
     channels_last: bool = False

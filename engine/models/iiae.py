@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from iiae import kernels
 
 from iiae.errors import UserError
-from iiae.models.blocks import MeanCentre, init_weights
+from iiae.models.blocks import init_weights
 from iiae.models.config import ModelConfig, ObjectiveConfig
 from iiae.models.objective import KLTerms
 from iiae.models.registry import ARCHITECTURES
@@ -35,7 +35,6 @@ DOMAINS = ("x", "y")
 OTHER = {"x": "y", "y": "x"}
 SHARED_NORM_EPS = 1e-4  # variance floor: a blank input stays finite
 SPHERE_EPS = 1e-6  # shared_code_norm "sphere": a zero mean stays finite
-SHARED_POSTERIORS = ("s", "rx", "ry")  # q(z^s|x,y), r^x(z^s|x), r^y(z^s|y): the names in IIAEOutput.posteriors
 
 
 @dataclass
@@ -161,9 +160,6 @@ class IIAE(
         self.input_shape = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size) if image else \
             (self.cfg.feature_dim,)
         self.parts = self.arch.build(self.cfg)
-        # shared_code_norm "centred_sphere": a running mean per shared posterior (q, r^x, r^y), saved with the weights
-        self.code_centres = nn.ModuleDict({name: MeanCentre(self.latent_shapes()[0]) for name in SHARED_POSTERIORS}) \
-            if self.cfg.shared_code_norm == "centred_sphere" else None
         self.apply(init_weights)
 
     @classmethod
@@ -276,11 +272,9 @@ class IIAE(
             v = F.group_norm(v, v.shape[1], eps=SHARED_NORM_EPS)
         return self.parts.shared[_check_domain(domain)](v)
 
-    def _shared_mean(self, mu: torch.Tensor, name: str) -> torch.Tensor:
+    def _shared_mean(self, mu: torch.Tensor) -> torch.Tensor:
         if self.cfg.shared_code_norm == "none":
             return mu
-        if self.code_centres is not None:
-            mu = self.code_centres[name](mu)
         size = mu.shape[1:].numel()  # "sphere": every mean at the norm of a typical N(0, I) draw of z^s
         norm = mu.flatten(1).norm(dim=1).clamp(min=SPHERE_EPS).view(-1, *[1] * (mu.dim() - 1))
         return mu * (size ** 0.5 / norm)
@@ -288,7 +282,7 @@ class IIAE(
     def shared_posterior(self, v: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
         """r^d(z^s | d)."""
         mu, logvar = self.parts.r_head[_check_domain(domain)](self.shared_features(v, domain))
-        return self._shared_mean(mu, "r" + domain), self._clip(logvar)
+        return self._shared_mean(mu), self._clip(logvar)
 
     @inference
     def encode_shared(self, v: torch.Tensor, domain: str) -> torch.Tensor:
@@ -346,7 +340,7 @@ class IIAE(
         mu_rx, lv_rx = self.parts.r_head["x"](h_x)
         mu_ry, lv_ry = self.parts.r_head["y"](h_y)
         mu_s, lv_s = self.parts.joint(h_x, h_y)
-        mu_rx, mu_ry, mu_s = (self._shared_mean(mu, name) for mu, name in ((mu_rx, "rx"), (mu_ry, "ry"), (mu_s, "s")))
+        mu_rx, mu_ry, mu_s = (self._shared_mean(mu) for mu in (mu_rx, mu_ry, mu_s))
         lv_rx, lv_ry, lv_s = self._clip(lv_rx), self._clip(lv_ry), self._clip(lv_s)
 
         z_s, kl_s, kl_rx, kl_ry = self._sample(
