@@ -14,8 +14,8 @@ hubs. The figures below tell these causes apart, each way (x2y: x queries, y gal
 - `recall_at_1_*_cosine`, `recall_at_1_*_centred`, `recall_at_1_*_csls`: Recall@1 ranked blind to norms (cosine),
   by cosine after each side's mean code is subtracted (centred: blind to a direction all codes share), and with
   CSLS, which also charges each gallery code its similarity to its nearest queries (Conneau et al., 2018). The last
-  two are transductive: they read every query. If these lift the figure, the misses are hubs of the ranking rather than codes without the
-  pair's content. Diagnostics only: the paper's figure is the squared Euclidean one.
+  two are transductive: they read every query. If these lift the figure, the misses are hubs of the ranking rather
+  than codes without the pair's content. Diagnostics only: the paper's figure is the squared Euclidean one.
 - `active_dims`: dimensions where the r^x or r^y means vary across the data by more than 0.01 (the "active
   units" of Burda et al., 2016), and `active_var_x` / `active_var_y`: their mean variance on those dimensions
   (r^y ≪ r^x: the y side shrinks its codes toward the prior mean, c < 1).
