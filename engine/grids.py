@@ -108,7 +108,7 @@ def swap_tiles(model, v: torch.Tensor, domain: str) -> torch.Tensor:
     (i, j) = decode(shared code of v[i-1], exclusive code of v[j-1])."""
     n = v.shape[0]
     z_s, z_d = model.encode_shared(v, domain), model.encode_exclusive(v, domain)
-    cells = model.decode(repeat(z_s, "i ... -> (i j) ...", j=n), repeat(z_d, "j d -> (i j) d", i=n), domain)
+    cells = model.decode(repeat(z_s, "i ... -> (i j) ...", j=n), repeat(z_d, "j ... -> (i j) ...", i=n), domain)
     cells = rearrange(cells, "(i j) c h w -> i j c h w", i=n)
     corner = torch.full_like(v[:1], float("nan"))
     top = torch.cat([corner, v])[None]  # [1, n+1, ...]

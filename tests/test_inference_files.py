@@ -111,6 +111,24 @@ def test_translate_files_with_the_exclusive_code_of_one_image(model, model_dir, 
     assert Image.open(out / "contact_sheet.png").size == grid_size(1, 3, 32)
 
 
+def test_translate_a_folder_with_an_exclusive_map_of_one_image(images, tmp_path):
+    """`model.exclusive_maps: [y]`: the guide is a map [1, C, h, w], broadcast over every input of a batch."""
+    torch.manual_seed(0)
+    recipe = load_recipe(RECIPES / "debug.yaml", ["model.decoder_conditioning=film",
+                                                  "model.exclusive_channels=[8,16]", "model.exclusive_maps=[y]"])
+    mapped = IIAE.from_recipe(recipe).eval()
+    mapped.save_pretrained(tmp_path / "model")
+    style, out = images / "B" / "0003.png", tmp_path / "out"
+    assert _cli("translate", tmp_path / "model", "--input", images / "A", "--to", "y",
+                "--exclusive-from", style, "--out", out) == 0
+    v, z = mapped.preprocess(sorted((images / "A").iterdir())), mapped.encode_exclusive(mapped.preprocess(style), "y")
+    assert z.dim() == 4
+    expected = mapped.translate(v, "y", exclusive=z.expand(len(v), -1, -1, -1))
+    for i in range(6):
+        got = np.asarray(Image.open(out / f"{i:04d}.png"))
+        assert np.array_equal(got, to_uint8(expected[i]).permute(1, 2, 0).numpy())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--input", "A", "--out", "o"], "--to: required with --input"),
     (["--input", "A", "--to", "y"], "--out: required with --input"),

@@ -60,17 +60,27 @@ def test_translation_grid_is_reproducible_with_a_seed(model):
     assert not model.training and img.tobytes() == a.tobytes()  # eval inside regardless of the caller's mode
 
 
-def test_swap_grid_cells_decode_shared_of_row_with_exclusive_of_column(model):
+@pytest.fixture(scope="module")
+def mapped_model():
+    """The debug model with Y's exclusive code a 4x4 map (`model.exclusive_maps: [y]`)."""
+    torch.manual_seed(0)
+    return IIAE.from_recipe(load_recipe(RECIPES / "debug.yaml", [
+        "model.decoder_conditioning=film", "model.exclusive_channels=[8,16]", "model.exclusive_maps=[y]"]))
+
+
+@pytest.mark.parametrize("which,domain", [("model", "x"), ("mapped_model", "y")])
+def test_swap_grid_cells_decode_shared_of_row_with_exclusive_of_column(which, domain, request):
+    model = request.getfixturevalue(which)
     v = _images(4, 5)
     model.eval()
-    tiles = swap_tiles(model, v, "x")
+    tiles = swap_tiles(model, v, domain)
     assert tiles.shape == (5, 5, 3, 32, 32)
     assert torch.isnan(tiles[0, 0]).all()
     assert torch.equal(tiles[0, 1:], v) and torch.equal(tiles[1:, 0], v)
-    z_s, z_d = model.encode_shared(v, "x"), model.encode_exclusive(v, "x")
-    expect = model.decode(z_s[2:3], z_d[1:2], "x")[0]
+    z_s, z_d = model.encode_shared(v, domain), model.encode_exclusive(v, domain)
+    expect = model.decode(z_s[2:3], z_d[1:2], domain)[0]
     torch.testing.assert_close(tiles[3, 2], expect, rtol=1e-5, atol=1e-5)
-    img = swap_grid(model, v, "x")
+    img = swap_grid(model, v, domain)
     assert img.size == grid_size(5, 5, 32)
     corner = _tile(img, 0, 0, 32, TITLE + HEADER)
     assert (corner == 255).all()  # blank corner: white

@@ -137,7 +137,7 @@ def translate_files(model, files: list[Path], root: Path, to_domain: str, out: P
             chunk = files[start:start + batch]
             v = load_images(chunk, size, changed).to(device)
             if guide is not None:
-                outs = model.translate(v, to_domain, exclusive=guide.expand(len(v), -1))[None]
+                outs = model.translate(v, to_domain, exclusive=guide.expand(len(v), *guide.shape[1:]))[None]
             else:
                 outs = model.translate(v, to_domain, n=n, generator=gen)  # [n, B, ...]
             for i, target in enumerate(targets[start:start + batch]):
