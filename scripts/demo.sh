@@ -4,11 +4,13 @@
 # its metrics. EXPERIMENT=mnist_cdcb (default) | facades | maps | cars; FACADES=DIR / MAPS=DIR / CARS=DIR: the raw
 # downloads. MNIST_CDCB_ORIGINAL=DIR (default ../data/mnistcdcb_original where present): the 100 published MNIST-CDCB
 # pairs (CdDN's DATA/MNISTCDCB), scored after the test split: the check that the model learned the task, not our
-# rendering. RECIPE=FILE: another recipe of the experiment (default its *_cpu.yaml); it names the data folder and size.
+# rendering. RECIPE=FILE: another recipe of the experiment (default its *_cpu.yaml); it names the data folder and size,
+# and its pictures are docs/<recipe>_*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 EXPERIMENT=${EXPERIMENT:-mnist_cdcb}
+GIVEN_RECIPE=${RECIPE:-}
 SHARED=${SHARED:-../shared/data}  # the paper data beside a clone, where present
 
 need() {  # need DIR WHAT VARIABLE: the raw data folder, or a one-line message and exit 2
@@ -41,6 +43,9 @@ case "$EXPERIMENT" in
   *) echo "error: EXPERIMENT=$EXPERIMENT; expected mnist_cdcb, facades, maps or cars" >&2; exit 2 ;;
 esac
 NAME=$(basename "$RECIPE" .yaml)
+# pictures: docs/<experiment>_*.png for the default recipe; a RECIPE=FILE's go beside them, as docs/<recipe>_*.png
+PICS=${GIVEN_RECIPE:+$NAME}
+PICS=${PICS:-$EXPERIMENT}
 RUN=${RUN:-runs/$NAME}
 DOCS=${DOCS:-docs}
 if $PY -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then LAUNCH=recipes/accelerate/single_gpu.yaml; else LAUNCH=recipes/accelerate/cpu.yaml; fi
@@ -98,9 +103,9 @@ fi
 
 echo "== 4/4 pictures -> $DOCS/"
 mkdir -p "$DOCS"
-$PY -m iiae.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/${EXPERIMENT}_translation.png"
-cp "$RUN/curves.png" "$DOCS/${EXPERIMENT}_curves.png"
-[ -f "$RUN/views_grid.png" ] && cp "$RUN/views_grid.png" "$DOCS/${EXPERIMENT}_views.png"
-case "$EXPERIMENT" in maps|facades) $PY scripts/recall_curve.py "$RUN" "$DOCS/${EXPERIMENT}_recall_curve.png" ;; esac
+$PY -m iiae.cli translate "$RUN" --data "$DATA" --split test --n 8 --out "$DOCS/${PICS}_translation.png"
+cp "$RUN/curves.png" "$DOCS/${PICS}_curves.png"
+[ -f "$RUN/views_grid.png" ] && cp "$RUN/views_grid.png" "$DOCS/${PICS}_views.png"
+case "$EXPERIMENT" in maps|facades) $PY scripts/recall_curve.py "$RUN" "$DOCS/${PICS}_recall_curve.png" ;; esac
 
 $PY scripts/results_table.py "$RUN" --wall-seconds $(( $(date +%s) - start ))

@@ -44,7 +44,8 @@ def _when(sel: dict, run: Path) -> str:
     if secs is None and sel.get("selection") == "last":  # the final weights: the time from the training log
         log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
         secs = max((e.get("train_seconds", 0) for e in log), default=None)
-    return f"step {sel['step']}" + (f", {secs / 60:.1f} min" if secs else "")
+    final = " (final weights: no valid point met the rule)" if sel.get("reason") else ""
+    return f"step {sel['step']}{final}" + (f", {secs / 60:.1f} min" if secs else "")
 
 
 def _both_ways(m: dict, key: str, fmt, suffix: str = "") -> str:

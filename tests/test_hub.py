@@ -215,6 +215,11 @@ def test_the_card_is_a_model_card_with_a_model_index(tmp_path):
     for section in ("## Install", "## Preprocessing", "## Usage", "## Training", "## Limitations", "## Citation"):
         assert section in card.text
     assert "step 12 after 1.5 min of training on 2 × cpu" in card.text and "resized to 32×32" in card.text
+    (run / "best" / "selection.json").write_text(json.dumps({"step": 12, "selection": "last", "train_seconds": 60.0,
+                                                            "reason": "no validation point met the selection rule"}))
+    text = model_card(run, "alice/iiae-debug")
+    assert "The final weights (step 12; no validation point met the selection rule) after 1.0 min of training" in text
+    assert "Selected at" not in text
 
 
 def test_save_pretrained_and_push_to_hub_write_the_same_kind_of_card(tmp_path, hub, monkeypatch):

@@ -37,6 +37,9 @@ def test_results_table_follows_the_dataset(tmp_path):
     out = script("scripts/results_table.py", maps)
     assert "| paper (256 px, GPU) | 96.60 % | 97.30 % |" in out and "CdDN" in out
     assert "| maps_cpu | 50.00 % | 25.00 % | 0.10 % / 0.00 % | step 900, 10.0 min |" in out
+    final = fake_run(tmp_path, "maps_final", {"dataset": "maps", **recall}, {"step": 3000, "selection": "last",
+                     "reason": "no validation point met the selection rule"}, [{"train_seconds": 750}])
+    assert "| step 3000 (final weights: no valid point met the rule), 12.5 min |" in script("scripts/results_table.py", final)
     assert "translation accuracy" not in out and "hubness" not in out and "segmenter" not in out
     labels = {f"labels_{kind}_{m}_{way}": v for kind, v in (("guided", 0.8), ("prior", 0.6))
               for m in ("accuracy", "miou") for way in ("x2y", "y2x")}

@@ -72,6 +72,16 @@ def test_debug_run_writes_every_artefact(debug_data, tmp_path):
     assert len(again.stderr.strip().splitlines()) == 1 and (run / "best/model.safetensors").is_file()
 
 
+def test_without_an_eligible_point_the_final_weights_are_kept_and_say_so(debug_data, tmp_path):
+    run = tmp_path / "run"
+    proc = train(debug_data, run, "train.select_after=100")  # 12 steps: no point is eligible
+    assert "warning: no validation point met the selection rule; saving the final weights" in proc.stdout + proc.stderr
+    selection = json.loads((run / "best" / "selection.json").read_text())
+    assert selection.pop("train_seconds") > 0
+    assert selection == {"step": 12, "selection": "last", "reason": "no validation point met the selection rule"}
+    assert (run / "best" / "model.safetensors").is_file()
+
+
 @pytest.mark.slow  # three training processes; `iiae train` and engine/train.py also run in the default tier
 def test_launchers_agree(debug_data, tmp_path):
     """python engine/train.py, iiae train and accelerate launch give the same weights."""

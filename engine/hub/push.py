@@ -26,6 +26,7 @@ def _training(run_dir: Path, selection: dict) -> Optional[dict]:
         return None
     info = read_json_object(run_info, "the run's run.json (a JSON object)")
     return {"step": selection.get("step"), "train_seconds": selection.get("train_seconds"),
+            "selection": selection.get("selection"), "reason": selection.get("reason"),
             "device": info.get("device"), "num_processes": info.get("num_processes"),
             "mixed_precision": info.get("mixed_precision"), "torch": info.get("torch")}
 

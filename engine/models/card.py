@@ -197,8 +197,12 @@ def _training_section(training: Optional[dict]) -> list[str]:
     seconds = _number(training.get("train_seconds"))
     minutes = f"{seconds / 60:.1f} min" if seconds and math.isfinite(seconds) else "unknown time"
     t = {key: _text(training.get(key)) for key in ("step", "num_processes", "device", "mixed_precision", "torch")}
+    chosen = f"Selected at step {t['step']}"
+    if training.get("selection") == "last":  # not selected on validation: the recipe's choice, or no point qualified
+        reason = training.get("reason")
+        chosen = f"The final weights (step {t['step']}{'; ' + _text(reason) if reason else ''})"
     return ["## Training", "",
-            f"Selected at step {t['step']} after {minutes} of training on {t['num_processes']} × {t['device']} "
+            f"{chosen} after {minutes} of training on {t['num_processes']} × {t['device']} "
             f"(mixed precision {t['mixed_precision']}, torch {t['torch']}).", ""]
 
 

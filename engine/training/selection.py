@@ -93,9 +93,11 @@ class Validation:
         """Without a selected model (selection: last, or no validation point met the rule): the final weights."""
         cfg = self.recipe.train
         if trainer.accelerator.is_main_process and (cfg.selection == "last" or trainer.state.selector.best_step is None):
-            if cfg.selection == "best":
-                trainer.accelerator.print("warning: no validation point met the selection rule; saving the final weights")
-            save_best(trainer.raw_model, self.best, trainer.state.step, {"selection": "last"}, self.recipe)
+            meta = {"selection": "last", "train_seconds": trainer.state.train_seconds}
+            if cfg.selection == "best":  # recorded, so tables and model cards can say these are not selected weights
+                meta["reason"] = "no validation point met the selection rule"
+                trainer.accelerator.print(f"warning: {meta['reason']}; saving the final weights")
+            save_best(trainer.raw_model, self.best, trainer.state.step, meta, self.recipe)
 
 
 def save_best(model, best: Path, step: int, metrics: dict, recipe) -> None:
