@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 from pathlib import Path
 
@@ -88,6 +89,13 @@ def label_maps_table(runs: list[Path]) -> list[str]:
     return lines if len(lines) > 3 else []
 
 
+def _norm_ranks(m: dict) -> str:
+    a, b = m["miss_norm_rank_x2y"], m["miss_norm_rank_y2x"]
+    if math.isnan(a) and math.isnan(b):  # every gallery code has one norm (model.shared_code_norm: sphere)
+        return "— (one norm)"
+    return " / ".join("—" if math.isnan(v) else f"{v:.2f}" for v in (a, b))
+
+
 def diagnosis_table(runs: list[Path]) -> list[str]:
     """Why shared-code retrieval misses (`iiae eval --diagnose`, evaluation/code_diagnosis.py)."""
     lines = ["", "| model | hubness max X→Y / Y→X | hubness skew X→Y / Y→X | misses' gallery-norm percentile X→Y / Y→X "
@@ -99,7 +107,7 @@ def diagnosis_table(runs: list[Path]) -> list[str]:
         if "active_dims" not in m:
             continue
         lines.append(f"| {label} | {m['hubness_max_x2y']} / {m['hubness_max_y2x']} | {m['hubness_skew_x2y']:.1f} / "
-                     f"{m['hubness_skew_y2x']:.1f} | {m['miss_norm_rank_x2y']:.2f} / {m['miss_norm_rank_y2x']:.2f} | "
+                     f"{m['hubness_skew_y2x']:.1f} | {_norm_ranks(m)} | "
                      f"{m['r2_x_from_y']:.2f} / {m['r2_y_from_x']:.2f} | {m['active_dims']} | "
                      f"{m['active_var_x']:.2f} / {m['active_var_y']:.2f} | "
                      + " | ".join(_both_ways(m, "recall_at_1", pct, suffix=f"_{r}") for r in ("cosine", "centred", "csls")) + " |")

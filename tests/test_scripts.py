@@ -59,6 +59,12 @@ def test_results_table_follows_the_dataset(tmp_path):
             "0.010 / 0.200 |") in out
     assert ("| facades_cpu | 3 / 24 | 2.0 / 3.4 | 0.33 / 0.06 | 0.12 / 0.17 | 1905 | 0.13 / 0.15 | 81.00 % / 62.00 % "
             "| 85.00 % / 70.00 % | 90.00 % / 87.50 % |") in out
+    sphere = fake_run(tmp_path, "facades_sphere", {"dataset": "facades", **recall, **labels, **diagnosis,
+                                                   "miss_norm_rank_x2y": float("nan"), "miss_norm_rank_y2x": float("nan"),
+                                                   "segmenter_accuracy": 0.85, "segmenter_miou": 0.5,
+                                                   "labels_diversity_x2y": 0.01, "labels_diversity_y2x": 0.2},
+                      {"step": 6000}, [])
+    assert "| facades_sphere | 3 / 24 | 2.0 / 3.4 | — (one norm) | 0.12 / 0.17 |" in script("scripts/results_table.py", sphere)
     mnist = fake_run(tmp_path, "mnist_cdcb_cpu", {"dataset": "mnist-cdcb", **recall, "translation_accuracy_x2y": 0.9,
                                                   "translation_accuracy_y2x": 0.8, "guided_colour_error_x2y": 12.34,
                                                   "guided_colour_error_y2x": 3.0,
