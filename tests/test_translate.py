@@ -78,6 +78,7 @@ def test_swap_grid_cells_decode_shared_of_row_with_exclusive_of_column(which, do
     assert torch.isnan(tiles[0, 0]).all()
     assert torch.equal(tiles[0, 1:], v) and torch.equal(tiles[1:, 0], v)
     z_s, z_d = model.encode_shared(v, domain), model.encode_exclusive(v, domain)
+    assert z_d.dim() == (4 if which == "mapped_model" else 2)  # a map [B, C, h, w], or a vector
     expect = model.decode(z_s[2:3], z_d[1:2], domain)[0]
     torch.testing.assert_close(tiles[3, 2], expect, rtol=1e-5, atol=1e-5)
     img = swap_grid(model, v, domain)
