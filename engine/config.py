@@ -83,6 +83,9 @@ class OptimConfig(Strict):
     # "constant" is the paper; "cosine" decays lr to lr·min_lr_ratio over train.max_steps
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    # an exponential moving average of the weights, updated every optimizer step: validation, selection, sample
+    # grids and the saved model use it (null: the live weights, the paper); 0.999 averages over ~1,000 steps
+    ema_decay: Optional[float] = Field(None, gt=0.0, lt=1.0)
 
 
 class TrainConfig(Strict):

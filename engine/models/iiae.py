@@ -154,13 +154,17 @@ class IIAE(
         super().__init__()
         self.cfg: ModelConfig = validated(ModelConfig, model, "config", "model")
         self.objective: ObjectiveConfig = validated(ObjectiveConfig, objective, "config", "objective")
-        self.arch = ARCHITECTURES[self.cfg.arch]
         # the shape of one input, checked by every encoder call
         image = self.arch.INPUT_KIND == "image"
         self.input_shape = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size) if image else \
             (self.cfg.feature_dim,)
         self.parts = self.arch.build(self.cfg)
         self.apply(init_weights)
+
+    @property
+    def arch(self):
+        """The architecture's module (looked up, not held: a model holding a module could not be deep-copied)."""
+        return ARCHITECTURES[self.cfg.arch]
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "IIAE":

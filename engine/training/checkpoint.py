@@ -70,9 +70,9 @@ def set_aside_after(run, checkpoint: Path) -> list[Path]:
     return moved
 
 
-def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, state) -> Path:
+def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, state, average=None) -> Path:
     """Every rank writes its part (RNG states, shards) into the temporary folder, the main rank adds `state` as
-    `train_state.json`, renames the folder and drops checkpoints beyond the newest `keep`. A failed write (disk
+    `train_state.json` (and the `WeightAverage`, when there is one), renames the folder and drops checkpoints beyond the newest `keep`. A failed write (disk
     full) removes the temporary folder and raises one line; the newest complete checkpoint is untouched."""
     root = checkpoint_dir(run)
     final = root / f"checkpoint_{step}"
@@ -90,6 +90,8 @@ def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, s
         accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
             atomic_write(tmp / STATE_FILE, json.dumps(state.state_dict()))
+            if average is not None:
+                average.save(tmp)
     except (OSError, RuntimeError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = latest_checkpoint(run)
@@ -185,7 +187,7 @@ class Checkpointer:
     def after_step(self, trainer, terms: dict, micro: list[dict]) -> None:
         step = trainer.state.step
         if self.due(step) or trainer.stopping:
-            save_checkpoint(trainer.accelerator, self.run, step, self.keep, trainer.state)
+            save_checkpoint(trainer.accelerator, self.run, step, self.keep, trainer.state, trainer.average)
 
     def end(self, trainer) -> None:
         pass

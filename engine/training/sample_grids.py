@@ -39,7 +39,7 @@ class SampleGrids:
 
         path = self.path_of(step)
         safe_dir(path.parent, "the run's samples folder")
-        grid = translation_grid(trainer.raw_model, x, y, n_rows=x.shape[0], generator=gen)
+        grid = translation_grid(trainer.eval_model, x, y, n_rows=x.shape[0], generator=gen)
         with atomic_path(path, "a sample grid (PNG) the engine writes") as tmp:  # never written through a link
             grid.save(tmp, format="PNG")
         log_images(trainer.accelerator, {"samples/translation": grid}, step)

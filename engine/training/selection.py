@@ -71,17 +71,17 @@ class Validation:
         if not self.due(step):
             return
         if trainer.accelerator.is_main_process:
-            metrics = {**self.metrics(trainer.raw_model, trainer.accelerator.device),
+            metrics = {**self.metrics(trainer.eval_model, trainer.accelerator.device),
                        "train_seconds": trainer.state.train_seconds}
             trainer.logger.log(step, "valid", {**metrics, "split": self.recipe.data.valid_split})
             self.last = (step, metrics)
             if cfg.selection == "best" and SHARED_RECALL[0] in metrics and trainer.state.selector.update(step, metrics):
-                save_best(trainer.raw_model, self.best, step, metrics, self.recipe)
+                save_best(trainer.eval_model, self.best, step, metrics, self.recipe)
             trainer.bar.write(f"step {step}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                           if isinstance(v, float)))
             monitor = self.recipe.data.monitor_split
             if monitor is not None:
-                seen = self.metrics(trainer.raw_model, trainer.accelerator.device, monitor)
+                seen = self.metrics(trainer.eval_model, trainer.accelerator.device, monitor)
                 trainer.logger.log(step, "monitor", {**seen, "split": monitor,
                                                      "train_seconds": trainer.state.train_seconds})
                 trainer.bar.write(f"step {step} ({monitor}, not used for selection): " + "  ".join(
@@ -97,7 +97,7 @@ class Validation:
             if cfg.selection == "best":  # recorded, so tables and model cards can say these are not selected weights
                 meta["reason"] = "no validation point met the selection rule"
                 trainer.accelerator.print(f"warning: {meta['reason']}; saving the final weights")
-            save_best(trainer.raw_model, self.best, trainer.state.step, meta, self.recipe)
+            save_best(trainer.eval_model, self.best, trainer.state.step, meta, self.recipe)
 
 
 def save_best(model, best: Path, step: int, metrics: dict, recipe) -> None:

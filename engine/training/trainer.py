@@ -34,6 +34,7 @@ from iiae.training.sample_grids import SampleGrids
 from iiae.training.selection import Selector, Validation
 from iiae.training.shutdown import StopFlag, end_run
 from iiae.training.state import TrainState
+from iiae.training.weight_average import WeightAverage
 
 
 def build_accelerator(recipe: Recipe, run: Optional[RunDir] = None, device: Optional[str] = None) -> Accelerator:
@@ -156,6 +157,7 @@ class Trainer:
         self.stopping = False
         self.watch = FiniteWatch() if recipe.train.check_finite else None
         self.finished: Optional[str] = None  # a component's reason to end the run before max_steps
+        self.average: Optional[WeightAverage] = None  # optim.ema_decay
         self.bar = None
         channels_last = recipe.model.channels_last and input_kind(recipe.model) == "image"
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -230,8 +232,22 @@ class Trainer:
             trainer._attach_components(checkpoint, changes)
         return trainer
 
+    @property
+    def eval_model(self) -> IIAE:
+        """The weights validation, sample grids and the saved model read: the average when there is one."""
+        return self.average.module if self.average is not None else self.raw_model
+
     def _attach_components(self, checkpoint, changes=None) -> None:
         recipe, run, acc, cfg = self.recipe, self.run, self.accelerator, self.recipe.train
+        if recipe.optim.ema_decay is not None:
+            if acc.state.deepspeed_plugin is not None:
+                from iiae.errors import UserError
+
+                raise UserError("optim.ema_decay: not available with DeepSpeed (its ZeRO stages cast or shard the "
+                                "weights the average reads); expected optim.ema_decay: null, or a launch without it")
+            self.average = WeightAverage(self.raw_model, recipe.optim.ema_decay)
+            if checkpoint is not None:
+                self.average.load(checkpoint)
         if acc.is_main_process:
             from iiae import kernels
 
@@ -246,6 +262,7 @@ class Trainer:
                   f"{acc.mixed_precision}, compile {'on' if cfg.compile else 'off'}")
         self.logger = MetricLogger(acc, run.train_log, recipe, resumed_step=self.state.step, run_ids=run.tracker_ids)
         self.components = [
+            *([self.average] if self.average is not None else []),  # first: validation reads this step's average
             self.logger,
             Validation(recipe, self.info, run.best),
             SampleGrids(recipe, self.info, run.sample_grid, acc.is_main_process),
