@@ -38,6 +38,9 @@ class DataConfig(Strict):
     # training pairs of images: none, flip (left-right mirror) or dihedral (the 8 rotations and mirrors of the
     # square), the same one to both images of a pair; evaluation never augments
     augment: Literal["none", "flip", "dihedral"] = "none"
+    # pix2pix's random jitter, in pixels of model.image_size: each training pair is scaled up to image_size +
+    # jitter and cropped back to image_size at one random offset for both images (pix2pix: 286 -> 256 is 30)
+    jitter: NonNegativeInt = 0
     # keep decoded training samples in memory after their first read (small datasets; needs num_workers: 0,
     # since worker processes are re-created every data epoch). About count x 2 x 3 x size^2 bytes.
     cache: bool = False

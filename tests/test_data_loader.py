@@ -92,6 +92,27 @@ def test_augment_gives_both_images_of_a_pair_the_same_symmetry(debug_data, augme
     assert all(torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"]) for a, b in zip(train(r, info)[4:], resumed))
 
 
+def test_jitter_crops_both_images_of_a_pair_at_one_offset(debug_data):
+    extra = 4
+    r, info = recipe(debug_data, f"data.jitter={extra}", "data.batches_per_epoch=4"), load_dataset_info(debug_data)
+    stored = [(x, y) for b in iter_eval_batches(info, "train", 64) for x, y in zip(b["x"], b["y"])]
+    scale = lambda image: torch.nn.functional.interpolate(image[None], size=(32 + extra,) * 2, mode="bilinear",
+                                                          align_corners=False)[0]
+    big = [(scale(x), scale(y)) for x, y in stored]
+    offsets = set()
+    for b in train(r, info):
+        assert b["x"].shape == b["y"].shape == (8, 3, 32, 32)
+        for x, y in zip(b["x"], b["y"]):
+            # which stored pair and which offset: x alone decides; y must then be the same crop of its y
+            (i, r0, c0), = [(i, r0, c0) for i, (bx, _) in enumerate(big) for r0 in range(extra + 1)
+                            for c0 in range(extra + 1) if torch.equal(bx[:, r0:r0 + 32, c0:c0 + 32], x)]
+            assert torch.equal(big[i][1][:, r0:r0 + 32, c0:c0 + 32], y)
+            offsets.add((r0, c0))
+    assert len(offsets) > 10  # 32 pairs draw many of the 25 offsets
+    resumed = train(r, info, skip_batches=2)  # the same offsets after a resume
+    assert all(torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"]) for a, b in zip(train(r, info)[2:], resumed))
+
+
 def test_symmetry_is_the_dihedral_group():
     image = np.arange(2 * 3 * 1).reshape(2, 3, 1)
     shapes = [symmetry(image, k).shape for k in range(8)]
@@ -217,6 +238,14 @@ def sketchy(tmp_path_factory):
     raw = write_sketchy(tmp / "raw", {"zebra": (5, 3), "ant": (4, 2), "cow": (2, 4)}, {"bee": (3, 2), "owl": (2, 3)})
     assert prepare("sketchy", "--src", tmp / "raw", "--out", tmp / "data", "--shard-size", 3) == 0
     return tmp / "data", raw
+
+
+@pytest.mark.parametrize("override", ["data.augment=flip", "data.jitter=4"])
+def test_augment_and_jitter_need_images(sketchy, override):
+    root, _ = sketchy
+    key = override.split("=")[0]
+    with pytest.raises(DataError, match=f"^{key}: .* needs an image dataset; .* holds feature samples"):
+        train(recipe(root, override, name="sketchy"), load_dataset_info(root))
 
 
 def test_class_matched_batches(sketchy):

@@ -90,6 +90,9 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
     if recipe.data.augment != "none" and info.kind != "image":
         raise DataError(f"data.augment: {recipe.data.augment} needs an image dataset; {info.root} holds "
                         f"{info.kind} samples (expected data.augment: none)")
+    if recipe.data.jitter and info.kind != "image":
+        raise DataError(f"data.jitter: {recipe.data.jitter} needs an image dataset; {info.root} holds "
+                        f"{info.kind} samples (expected data.jitter: 0)")
     if recipe.data.class_matched:
         from iiae.data.matched import ClassMatchedBatches
 
@@ -105,7 +108,7 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
     stream = PairStream(info, seed=recipe.seed, epoch=epoch, rank=rank, world_size=world_size,
                         batch_size=recipe.data.batch_size, shuffle_buffer=recipe.data.shuffle_buffer,
                         skip_batches=skip_batches, cache=recipe.data.cache,
-                        symmetries=AUGMENTATIONS[recipe.data.augment],
+                        symmetries=AUGMENTATIONS[recipe.data.augment], jitter=recipe.data.jitter,
                         image_size=recipe.model.image_size if info.kind == "image" else None)
     # a private generator: creating the iterator must not draw from the global torch RNG, which the training
     # step's dropout uses (a resumed run creates a loader where the uninterrupted run did not)

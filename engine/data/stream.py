@@ -20,7 +20,7 @@ from iiae.errors import DataError
 from iiae.data.format import DatasetInfo
 from iiae.data.read import SkipLog, read_valid_samples
 from iiae.data.samples import decode_cls, decode_fitted
-from iiae.data.transforms import symmetry, to_tensor
+from iiae.data.transforms import jitter, symmetry, to_tensor
 
 FIELDS = ("x", "y")
 
@@ -40,7 +40,7 @@ class PairStream(IterableDataset):
 
     def __init__(self, info: DatasetInfo, *, seed: int, epoch: int, rank: int, world_size: int, batch_size: int,
                  shuffle_buffer: int, skip_batches: int, image_size: Optional[int], cache: bool = False,
-                 symmetries: int = 1):
+                 symmetries: int = 1, jitter: int = 0):
         super().__init__()
         self.root, self.fix_command = info.root, info.fix_command()
         # an empty shard has nothing to draw (and a share of only empty ones would have zero weights)
@@ -51,6 +51,7 @@ class PairStream(IterableDataset):
         self.fit_size = info.image_size  # each image is first brought to the dataset's own size
         self.cache = cache
         self.symmetries = symmetries  # transforms.AUGMENTATIONS: 1 = as stored
+        self.jitter = jitter  # data.jitter: 0 = as stored
         self.locations = {s.file: info.path(s) for s in self.shards}  # local paths or URLs
         self.counts = {self.locations[s.file]: s.count for s in self.shards}
 
@@ -81,14 +82,19 @@ class PairStream(IterableDataset):
                                   rng=random.Random(seed_of(*stream_id, "shuffle")))
             samples = shuffle(samples)
         augment = np.random.default_rng(seed_of(*stream_id, "augment")) if self.symmetries > 1 else None
+        shift = np.random.default_rng(seed_of(*stream_id, "jitter")) if self.jitter else None
         for index, batch in enumerate(self._batches(self._decoded(samples, log))):
-            # drawn for the skipped batches too: a resumed stream gives every later pair the same symmetry
+            # drawn for the skipped batches too: a resumed stream gives every later pair the same transforms
             ks = augment.integers(self.symmetries, size=len(batch)) if augment is not None else None
+            offsets = shift.integers(self.jitter + 1, size=(len(batch), 2)) if shift is not None else None
             if index >= own_skip:
                 xs, ys, labels = zip(*batch)
                 if ks is not None:
                     xs, ys = ([symmetry(v, k) for v, k in zip(values, ks)] for values in (xs, ys))
-                yield {"x": to_tensor(list(xs), self.image_size), "y": to_tensor(list(ys), self.image_size),
+                x, y = to_tensor(list(xs), self.image_size), to_tensor(list(ys), self.image_size)
+                if offsets is not None:  # the same offsets for both images: the pair stays a pair
+                    x, y = jitter(x, offsets, self.jitter), jitter(y, offsets, self.jitter)
+                yield {"x": x, "y": y,
                        "cls": torch.tensor(labels, dtype=torch.long), "skipped": log.count,
                        "resized": log.resized, "worker": logical}
 

@@ -20,6 +20,14 @@ def symmetry(image: np.ndarray, k: int) -> np.ndarray:
     return image[:, ::-1] if k % 2 else image
 
 
+def jitter(batch: torch.Tensor, offsets: np.ndarray, extra: int) -> torch.Tensor:
+    """`data.jitter`: a [B,3,S,S] batch scaled up to S + `extra` and cropped back to S, image i at `offsets[i]`
+    (row, column), each in 0..extra."""
+    size = batch.shape[-1]
+    big = F.interpolate(batch, size=(size + extra, size + extra), mode="bilinear", align_corners=False)
+    return torch.stack([big[i, :, r:r + size, c:c + size] for i, (r, c) in enumerate(offsets)])
+
+
 def to_tensor(values: list[np.ndarray], size: Optional[int]) -> torch.Tensor:
     """Stack decoded values: images → float [B,3,H,W] in [−1, 1] (resized to `size` if it differs); features →
     float32 [B,F]."""
