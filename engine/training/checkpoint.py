@@ -72,8 +72,9 @@ def set_aside_after(run, checkpoint: Path) -> list[Path]:
 
 def save_checkpoint(accelerator: Accelerator, run: Path, step: int, keep: int, state, average=None) -> Path:
     """Every rank writes its part (RNG states, shards) into the temporary folder, the main rank adds `state` as
-    `train_state.json` (and the `WeightAverage`, when there is one), renames the folder and drops checkpoints beyond the newest `keep`. A failed write (disk
-    full) removes the temporary folder and raises one line; the newest complete checkpoint is untouched."""
+    `train_state.json` (and the `WeightAverage`, when there is one), renames the folder and drops checkpoints
+    beyond the newest `keep`. A failed write (disk full) removes the temporary folder and raises one line; the
+    newest complete checkpoint is untouched."""
     root = checkpoint_dir(run)
     final = root / f"checkpoint_{step}"
     tmp = root / f".tmp-checkpoint_{step}"
