@@ -361,7 +361,7 @@ def test_a_sample_grid_is_never_written_through_a_link(tmp_path, secret):
     run.samples.mkdir(parents=True)
     grids.every, grids.path_of = 1, run.sample_grid
     grids.batch = {"x": torch.zeros(2, 3, 32, 32), "y": torch.zeros(2, 3, 32, 32)}
-    trainer = SimpleNamespace(state=SimpleNamespace(step=3), accelerator=_Acc(), raw_model=IIAE.from_recipe(recipe))
+    trainer = SimpleNamespace(state=SimpleNamespace(step=3), accelerator=_Acc(), eval_model=IIAE.from_recipe(recipe))
     _link(run.sample_grid(3), secret)
     with pytest.raises(UserError, match="step_0000003.png: is a symbolic link"):
         grids.after_step(trainer, {}, [])
