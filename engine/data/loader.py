@@ -87,12 +87,11 @@ def make_train_loader(recipe: Recipe, info: DatasetInfo, *, rank: int, world_siz
     if not 0 <= skip_batches <= total:
         raise ValueError(f"skip_batches={skip_batches} is outside 0..{total} (batches per epoch)")
     length = total - skip_batches
-    if recipe.data.augment != "none" and info.kind != "image":
-        raise DataError(f"data.augment: {recipe.data.augment} needs an image dataset; {info.root} holds "
-                        f"{info.kind} samples (expected data.augment: none)")
-    if recipe.data.jitter and info.kind != "image":
-        raise DataError(f"data.jitter: {recipe.data.jitter} needs an image dataset; {info.root} holds "
-                        f"{info.kind} samples (expected data.jitter: 0)")
+    for key, off in (("augment", "none"), ("jitter", 0)):  # image transforms
+        value = getattr(recipe.data, key)
+        if value != off and info.kind != "image":
+            raise DataError(f"data.{key}: {value} needs an image dataset; {info.root} holds {info.kind} samples "
+                            f"(expected data.{key}: {off})")
     if recipe.data.class_matched:
         from iiae.data.matched import ClassMatchedBatches
 
